@@ -1,0 +1,69 @@
+//! The admin listener (default 127.0.0.1:9090): `/healthz`, `/readyz`,
+//! `/metrics`. Kept off the proxy port so it is never exposed by accident.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::generation::Generation;
+use crate::metrics::Metrics;
+
+/// Serves the admin endpoints.
+pub struct AdminApp {
+    pub state: Arc<ArcSwap<Generation>>,
+    pub metrics: Arc<Metrics>,
+}
+
+fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("cache-control", "no-store")
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
+    respond(
+        status,
+        "application/json",
+        serde_json::to_vec(&value).unwrap_or_default(),
+    )
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_owned();
+        match path.as_str() {
+            "/healthz" => json(200, serde_json::json!({"status": "ok"})),
+            "/readyz" => {
+                let gen = self.state.load();
+                let healthy_pools = gen
+                    .upstreams
+                    .iter()
+                    .filter(|u| u.targets.iter().any(|t| t.is_healthy()))
+                    .count();
+                let ready = healthy_pools == gen.upstreams.len();
+                json(
+                    if ready { 200 } else { 503 },
+                    serde_json::json!({
+                        "status": if ready { "ready" } else { "not_ready" },
+                        "upstreams_with_healthy_targets": healthy_pools,
+                        "upstreams": gen.upstreams.len(),
+                    }),
+                )
+            }
+            "/metrics" => respond(200, "text/plain; version=0.0.4", self.metrics.render()),
+            _ => json(
+                404,
+                serde_json::json!({"success": false, "message": "unknown admin path", "error": "not_found"}),
+            ),
+        }
+    }
+}

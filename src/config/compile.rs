@@ -1,0 +1,611 @@
+//! Semantic checks and compilation of a [`RawConfig`] into a [`Generation`].
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::Method;
+use serde_saphyr::Spanned;
+
+use super::raw::{AuthMode, RawConfig, RawJwt, RawKey, RawRoute, RawUpstream};
+use super::{ConfigError, Diagnostic};
+use crate::generation::{Generation, Listeners, LogSettings, TokenSources};
+use crate::headers::HeaderPolicy;
+use crate::jwt::{Key, KeyMaterial, KeySet, Verifier, VerifyPolicy};
+use crate::route::{PathMatch, Requirement, Route, Router, Rule};
+use crate::upstream::{HealthCheck, Target, Upstream};
+
+/// Collects diagnostics against one file.
+struct Checker<'a> {
+    file: &'a Path,
+    base_dir: PathBuf,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn at<T>(&mut self, span: &Spanned<T>, message: impl Into<String>) {
+        self.problems.push(Diagnostic {
+            file: self.file.to_owned(),
+            line: span.referenced.line() as usize,
+            column: span.referenced.column() as usize,
+            message: message.into(),
+        });
+    }
+
+    fn general(&mut self, message: impl Into<String>) {
+        self.problems.push(Diagnostic {
+            file: self.file.to_owned(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+        });
+    }
+
+    /// Resolves a file named in the config relative to the config's directory.
+    fn read_file(&mut self, span: &Spanned<String>, what: &str) -> Option<Vec<u8>> {
+        let path = self.base_dir.join(&span.value);
+        match std::fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.at(
+                    span,
+                    format!(
+                        "cannot read {what} `{}` ({}): {e}; paths are relative to the config file's directory",
+                        span.value,
+                        path.display()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+
+/// Checks everything and builds the generation, or reports every problem.
+pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
+    let base_dir = file
+        .parent()
+        .map(Path::to_owned)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut ck = Checker {
+        file,
+        base_dir,
+        problems: Vec::new(),
+    };
+
+    let admin = raw
+        .listeners
+        .admin
+        .as_ref()
+        .map(|a| a.value)
+        .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("static address"));
+    if admin == raw.listeners.proxy.value {
+        ck.at(
+            &raw.listeners.proxy,
+            format!("the proxy and admin listeners both use {admin}: give the admin listener its own port"),
+        );
+    }
+    let listeners = Listeners {
+        proxy: raw.listeners.proxy.value,
+        admin,
+        threads: raw
+            .listeners
+            .threads
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            })
+            .max(1),
+        grace_period: raw
+            .listeners
+            .grace_period
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(5)),
+    };
+    let log = LogSettings {
+        format: raw.log.format,
+        level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
+        access: raw.log.access.unwrap_or(true),
+    };
+
+    let (verifier, token_sources) = match &raw.jwt {
+        Some(jwt) => compile_jwt(&mut ck, jwt),
+        None => (None, TokenSources { cookie: None }),
+    };
+    let headers = compile_headers(&mut ck, &raw);
+
+    let mut upstream_index = HashMap::new();
+    let mut upstreams = Vec::new();
+    for (name, up) in &raw.upstreams {
+        if let Some(u) = compile_upstream(&mut ck, name, up) {
+            upstream_index.insert(name.clone(), upstreams.len());
+            upstreams.push(Arc::new(u));
+        }
+    }
+
+    let mut routes: Vec<Route> = Vec::new();
+    let mut route_spans: Vec<&Spanned<RawRoute>> = Vec::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for spanned in &raw.routes {
+        let r = &spanned.value;
+        if let Some(first_line) = names.get(r.name.value.as_str()) {
+            ck.at(
+                &r.name,
+                format!(
+                    "duplicate route name `{}` (first defined on line {first_line}): route names must be unique",
+                    r.name.value
+                ),
+            );
+            continue;
+        }
+        names.insert(&r.name.value, r.name.referenced.line() as usize);
+        let needs_keys = !matches!(r.auth.as_ref().map(|a| a.value), Some(AuthMode::None));
+        if needs_keys && verifier.is_none() {
+            let span = r
+                .auth
+                .as_ref()
+                .map(|a| (a.referenced.line(), a.referenced.column()));
+            let msg = format!(
+                "route `{}` checks tokens (auth: required is the default) but there is no `jwt` section with keys: add `jwt.keys` or set `auth: none`",
+                r.name.value
+            );
+            match span {
+                Some(_) => ck.at(r.auth.as_ref().expect("checked above"), msg),
+                None => ck.at(&r.name, msg),
+            }
+        }
+        if let Some(route) = compile_route(&mut ck, r, &upstream_index, &raw.upstreams) {
+            for (earlier, earlier_span) in routes.iter().zip(&route_spans) {
+                if shadows(earlier, &route) {
+                    ck.at(
+                        &r.matcher,
+                        format!(
+                            "route `{}` can never match: route `{}` (line {}) comes first and matches everything it does; move it above `{}` or narrow `{}`",
+                            route.name,
+                            earlier.name,
+                            earlier_span.referenced.line(),
+                            earlier.name,
+                            earlier.name
+                        ),
+                    );
+                    break;
+                }
+            }
+            routes.push(route);
+            route_spans.push(spanned);
+        }
+    }
+    if raw.routes.is_empty() {
+        ck.general("no routes are configured: every request would get 404; add at least one entry under `routes`");
+    }
+
+    if !ck.problems.is_empty() {
+        ck.problems.sort_by_key(|d| (d.line, d.column));
+        return Err(ConfigError(ck.problems));
+    }
+    Ok(Generation {
+        source: file.to_owned(),
+        listeners,
+        log,
+        verifier,
+        token_sources,
+        headers,
+        router: Router::new(routes),
+        upstreams,
+        max_body_size: raw.limits.max_body_size.map(|b| b.0).unwrap_or(64 * 1024),
+    })
+}
+
+fn shadows(earlier: &Route, later: &Route) -> bool {
+    let host_ok = match (&earlier.host, &later.host) {
+        (None, _) => true,
+        (Some(a), Some(b)) => a == b,
+        (Some(_), None) => false,
+    };
+    let methods_ok = match (&earlier.methods, &later.methods) {
+        (None, _) => true,
+        (Some(a), Some(b)) => b.iter().all(|m| a.contains(m)),
+        (Some(_), None) => false,
+    };
+    host_ok && methods_ok && later.path.covered_by(&earlier.path)
+}
+
+fn compile_jwt(ck: &mut Checker, jwt: &RawJwt) -> (Option<Verifier>, TokenSources) {
+    let mut keys = Vec::new();
+    let mut kids: HashMap<&str, u64> = HashMap::new();
+    let mut signer: Option<&Spanned<String>> = None;
+    for spanned in &jwt.keys {
+        let k = &spanned.value;
+        if let Some(line) = kids.get(k.kid.value.as_str()) {
+            ck.at(
+                &k.kid,
+                format!(
+                    "duplicate kid `{}` (first on line {line}): every key needs its own kid",
+                    k.kid.value
+                ),
+            );
+            continue;
+        }
+        kids.insert(&k.kid.value, k.kid.referenced.line());
+        if k.sign {
+            if let Some(first) = signer {
+                ck.at(
+                    &k.kid,
+                    format!(
+                        "keys `{}` and `{}` both have `sign: true`: only one key signs; keep the others for verification only",
+                        first.value, k.kid.value
+                    ),
+                );
+            }
+            signer = Some(&k.kid);
+        }
+        if let Some(key) = compile_key(ck, k) {
+            keys.push(key);
+        }
+    }
+    if jwt.keys.is_empty() {
+        ck.general("`jwt.keys` is empty: configure at least one key, or remove the `jwt` section and use `auth: none` routes");
+    }
+    let mut policy = VerifyPolicy::default();
+    if let Some(iss) = &jwt.issuer {
+        policy.issuer = Some(iss.value.clone().into_vec());
+    }
+    if let Some(aud) = &jwt.audience {
+        policy.audience = Some(aud.value.clone().into_vec());
+    }
+    if let Some(l) = jwt.leeway {
+        policy.leeway = l.0;
+    }
+    if let Some(size) = jwt.max_token_size {
+        policy.max_token_size = size.0;
+    }
+    if let Some(cookie) = &jwt.cookie {
+        let valid = !cookie.value.is_empty()
+            && cookie
+                .value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid {
+            ck.at(
+                cookie,
+                format!(
+                    "`{}` is not a usable cookie name: use letters, digits, `-`, `_` or `.`",
+                    cookie.value
+                ),
+            );
+        }
+    }
+    let sources = TokenSources {
+        cookie: jwt.cookie.as_ref().map(|c| c.value.clone()),
+    };
+    let verifier = Verifier::new(
+        KeySet::new(keys),
+        policy,
+        jwt.cache_entries.unwrap_or(100_000),
+    );
+    (Some(verifier), sources)
+}
+
+fn compile_key(ck: &mut Checker, k: &RawKey) -> Option<Key> {
+    let mut algorithms = Vec::new();
+    for a in &k.algorithms.value {
+        match crate::jwt::parse_algorithm_name(&a.value) {
+            Ok(alg) => algorithms.push(alg),
+            Err(e) => ck.at(a, format!("key `{}`: {e}", k.kid.value)),
+        }
+    }
+    if k.algorithms.value.is_empty() {
+        ck.at(
+            &k.algorithms,
+            format!(
+                "key `{}` lists no algorithms: name at least one, e.g. [RS256]",
+                k.kid.value
+            ),
+        );
+        return None;
+    }
+    let sources = [
+        k.secret.is_some(),
+        k.secret_file.is_some(),
+        k.public_key.is_some(),
+        k.public_key_file.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        ck.at(
+            &k.kid,
+            format!(
+                "key `{}` needs exactly one of `secret`, `secret_file`, `public_key`, `public_key_file`",
+                k.kid.value
+            ),
+        );
+        return None;
+    }
+    let material = if let Some(s) = &k.secret {
+        if s.value.len() < 32 {
+            tracing::warn!(kid = %k.kid.value, "HMAC secret is shorter than 32 bytes; use at least 256 random bits in production");
+        }
+        KeyMaterial::Secret(s.value.as_bytes().to_vec())
+    } else if let Some(f) = &k.secret_file {
+        let mut bytes = ck.read_file(f, "secret file")?;
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        KeyMaterial::Secret(bytes)
+    } else {
+        let public = match (&k.public_key, &k.public_key_file) {
+            (Some(p), _) => p.value.as_bytes().to_vec(),
+            (None, Some(f)) => ck.read_file(f, "public key file")?,
+            (None, None) => return None,
+        };
+        let private = match &k.private_key_file {
+            Some(f) => Some(ck.read_file(f, "private key file")?),
+            None => None,
+        };
+        KeyMaterial::Pem { public, private }
+    };
+    if algorithms.len() != k.algorithms.value.len() {
+        return None;
+    }
+    let is_pem = matches!(material, KeyMaterial::Pem { .. });
+    if k.sign && is_pem && k.private_key_file.is_none() {
+        ck.at(
+            &k.kid,
+            format!("key `{}` has `sign: true` but no `private_key_file`: add the PEM private key or drop `sign`", k.kid.value),
+        );
+        return None;
+    }
+    match Key::new(k.kid.value.clone(), algorithms, material, k.sign) {
+        Ok(key) => Some(key),
+        Err(e) => {
+            ck.at(&k.algorithms, format!("key `{}`: {e}", k.kid.value));
+            None
+        }
+    }
+}
+
+fn compile_headers(ck: &mut Checker, raw: &RawConfig) -> HeaderPolicy {
+    let mut policy = HeaderPolicy::default();
+    let parse = |ck: &mut Checker, s: &Spanned<String>| match HeaderName::from_bytes(
+        s.value.trim().as_bytes(),
+    ) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            ck.at(s, format!("`{}` is not a valid header name", s.value));
+            None
+        }
+    };
+    if let Some(list) = &raw.headers.identity {
+        policy.identity = list.iter().filter_map(|s| parse(ck, s)).collect();
+    }
+    if let Some(prefixes) = &raw.headers.identity_prefixes {
+        policy.identity_prefixes = prefixes
+            .iter()
+            .map(|p| p.value.trim().to_ascii_lowercase())
+            .collect();
+    }
+    if let Some(rid) = &raw.headers.request_id {
+        if let Some(h) = parse(ck, rid) {
+            policy.request_id = h;
+        }
+    }
+    policy
+}
+
+fn compile_upstream(ck: &mut Checker, name: &str, up: &Spanned<RawUpstream>) -> Option<Upstream> {
+    let u = &up.value;
+    if u.targets.value.is_empty() {
+        ck.at(
+            &u.targets,
+            format!("upstream `{name}` has no targets: list at least one `host:port`"),
+        );
+        return None;
+    }
+    let mut targets = Vec::new();
+    for t in &u.targets.value {
+        match resolve(&t.value) {
+            Ok(addr) => targets.push(Target::new(addr, t.value.clone())),
+            Err(why) => ck.at(t, format!("upstream `{name}` target `{}` {why}", t.value)),
+        }
+    }
+    let health_check = u.health_check.as_ref().map(|h| HealthCheck {
+        interval: h.interval.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+        timeout: h.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
+        path: h.path.as_ref().map(|p| p.value.clone()),
+        unhealthy_after: h.unhealthy_after.unwrap_or(2).max(1),
+        healthy_after: h.healthy_after.unwrap_or(1).max(1),
+    });
+    if let Some(hc) = &u.health_check {
+        if let Some(p) = &hc.path {
+            if !p.value.starts_with('/') || p.value.contains(['\r', '\n', ' ']) {
+                ck.at(
+                    p,
+                    format!(
+                        "health check path `{}` must start with `/` and contain no spaces",
+                        p.value
+                    ),
+                );
+            }
+        }
+    }
+    if targets.len() != u.targets.value.len() {
+        return None;
+    }
+    let d = |v: Option<crate::config::units::HumanDuration>, default: u64| {
+        v.map(|d| d.0).unwrap_or(Duration::from_secs(default))
+    };
+    Some(Upstream::new(
+        name.into(),
+        targets,
+        d(u.connect_timeout, 2),
+        d(u.read_timeout, 30),
+        d(u.write_timeout, 30),
+        health_check,
+    ))
+}
+
+fn resolve(target: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = target.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !target.contains(':') {
+        return Err("has no port: write it as `host:port`".into());
+    }
+    match target.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| "resolves to no address".into()),
+        Err(e) => Err(format!("cannot be resolved ({e}): check the host name")),
+    }
+}
+
+fn compile_route(
+    ck: &mut Checker,
+    r: &RawRoute,
+    upstream_index: &HashMap<String, usize>,
+    raw_upstreams: &std::collections::BTreeMap<String, Spanned<RawUpstream>>,
+) -> Option<Route> {
+    let name = &r.name.value;
+    let m = &r.matcher.value;
+    let path = match (&m.path, &m.path_prefix) {
+        (Some(p), None) => PathMatch::Exact(p.value.clone()),
+        (None, Some(p)) => PathMatch::Prefix(p.value.clone()),
+        _ => {
+            ck.at(
+                &r.matcher,
+                format!(
+                    "route `{name}`: `match` needs exactly one of `path` (exact) or `path_prefix`"
+                ),
+            );
+            return None;
+        }
+    };
+    let path_span = m
+        .path
+        .as_ref()
+        .or(m.path_prefix.as_ref())
+        .expect("one is set");
+    if !path.as_str().starts_with('/') {
+        ck.at(
+            path_span,
+            format!(
+                "route `{name}`: path `{}` must start with `/`",
+                path.as_str()
+            ),
+        );
+    }
+    let host = m.host.as_ref().map(|h| {
+        let h = h.value.trim().to_ascii_lowercase();
+        h.split(':').next().unwrap_or("").to_owned()
+    });
+    let methods = m.methods.as_ref().map(|ms| {
+        ms.iter()
+            .filter_map(
+                |s| match Method::from_bytes(s.value.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => Some(m),
+                    Err(_) => {
+                        ck.at(
+                            s,
+                            format!("route `{name}`: `{}` is not an HTTP method", s.value),
+                        );
+                        None
+                    }
+                },
+            )
+            .collect::<Vec<_>>()
+    });
+    let upstream = match upstream_index.get(&r.upstream.value) {
+        Some(i) => *i,
+        None => {
+            let known: Vec<&str> = raw_upstreams.keys().map(String::as_str).collect();
+            let hint = if known.is_empty() {
+                "no upstreams are defined: add one under `upstreams`".to_owned()
+            } else {
+                format!("known: {}", known.join(", "))
+            };
+            if !raw_upstreams.contains_key(&r.upstream.value) {
+                ck.at(
+                    &r.upstream,
+                    format!(
+                        "route `{name}` names unknown upstream `{}` ({hint})",
+                        r.upstream.value
+                    ),
+                );
+            }
+            return None;
+        }
+    };
+    for (field, value) in [
+        ("strip_prefix", &r.strip_prefix),
+        ("add_prefix", &r.add_prefix),
+    ] {
+        if let Some(p) = value {
+            if !p.value.starts_with('/') {
+                ck.at(p, format!("route `{name}`: `{field}` must start with `/`"));
+            }
+        }
+    }
+    if let Some(strip) = &r.strip_prefix {
+        if !crate::route::prefix_matches(&strip.value, path.as_str()) {
+            ck.at(
+                strip,
+                format!(
+                    "route `{name}`: strip_prefix `{}` is not a prefix of the route's path `{}`, so it would never apply",
+                    strip.value,
+                    path.as_str()
+                ),
+            );
+        }
+    }
+    let mut requirements = Vec::new();
+    for req in &r.require {
+        let q = &req.value;
+        let rule = match (&q.one_of, &q.equals) {
+            (Some(list), None) => Rule::OneOf(list.clone()),
+            (None, Some(v)) => Rule::Equals(v.clone()),
+            _ => {
+                ck.at(req, format!("route `{name}`: a requirement needs exactly one of `in: [...]` or `equals: value`"));
+                continue;
+            }
+        };
+        if q.claim.value.is_empty() || q.claim.value.split('.').any(str::is_empty) {
+            ck.at(
+                &q.claim,
+                format!(
+                    "route `{name}`: `{}` is not a claim path (use `role` or `org.tier`)",
+                    q.claim.value
+                ),
+            );
+            continue;
+        }
+        requirements.push(Requirement {
+            claim: q.claim.value.split('.').map(str::to_owned).collect(),
+            claim_text: q.claim.value.clone(),
+            rule,
+        });
+    }
+    let auth = r
+        .auth
+        .as_ref()
+        .map(|a| a.value)
+        .unwrap_or(AuthMode::Required);
+    if auth == AuthMode::None && !requirements.is_empty() {
+        ck.at(&r.name, format!("route `{name}` has claim requirements but `auth: none`: requirements need a token; use `auth: required`"));
+    }
+    Some(Route {
+        name: name.as_str().into(),
+        host,
+        path,
+        methods,
+        upstream,
+        auth,
+        strip_prefix: r.strip_prefix.as_ref().map(|p| p.value.clone()),
+        add_prefix: r.add_prefix.as_ref().map(|p| p.value.clone()),
+        requirements,
+        forward_authorization: r.forward_authorization.unwrap_or(true),
+    })
+}

@@ -1,0 +1,204 @@
+//! The YAML file as written by an operator: typed, strict (`deny_unknown_fields`),
+//! with source spans kept on every value a semantic check may complain about.
+//! [`crate::config::compile`] turns this into the structures the hot path reads.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::units::{ByteSize, HumanDuration};
+
+/// Root of `portcullis.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listeners: RawListeners,
+    #[serde(default)]
+    pub log: RawLog,
+    pub jwt: Option<RawJwt>,
+    #[serde(default)]
+    pub headers: RawHeaders,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListeners {
+    pub proxy: Spanned<SocketAddr>,
+    pub admin: Option<Spanned<SocketAddr>>,
+    /// Worker threads of the proxy service (default: number of CPUs).
+    pub threads: Option<usize>,
+    /// Seconds to keep serving in-flight requests on SIGTERM.
+    pub grace_period: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `portcullis=debug,info`.
+    pub level: Option<String>,
+    /// Emit one access event per request (default true).
+    pub access: Option<bool>,
+}
+
+/// How log events are written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    /// Required `iss`; absent means any issuer.
+    pub issuer: Option<Spanned<OneOrMany>>,
+    /// Accepted `aud` values; absent means `aud` is not checked.
+    pub audience: Option<Spanned<OneOrMany>>,
+    pub leeway: Option<HumanDuration>,
+    pub max_token_size: Option<ByteSize>,
+    /// Cookie to read the access token from when no `Authorization` header is sent.
+    pub cookie: Option<Spanned<String>>,
+    /// Verified tokens kept in memory so repeated tokens cost a hash lookup.
+    pub cache_entries: Option<usize>,
+    pub keys: Vec<Spanned<RawKey>>,
+}
+
+/// A YAML scalar or a list of scalars.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub kid: Spanned<String>,
+    pub algorithms: Spanned<Vec<Spanned<String>>>,
+    /// HMAC secret as text.
+    pub secret: Option<Spanned<String>>,
+    /// HMAC secret read from a file (trailing newline ignored).
+    pub secret_file: Option<Spanned<String>>,
+    /// PEM public key (RSA, EC or Ed25519), inline.
+    pub public_key: Option<Spanned<String>>,
+    pub public_key_file: Option<Spanned<String>>,
+    /// PEM private key; needed only on the key that signs.
+    pub private_key_file: Option<Spanned<String>>,
+    /// This key signs the tokens the gateway mints (at most one key).
+    #[serde(default)]
+    pub sign: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    /// Identity headers removed from every client request before anything else.
+    pub identity: Option<Vec<Spanned<String>>>,
+    /// Header-name prefixes removed the same way (case-insensitive).
+    pub identity_prefixes: Option<Vec<Spanned<String>>>,
+    /// Name of the request id header (kept when valid, else generated).
+    pub request_id: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest request body the gateway reads itself (auth routes).
+    pub max_body_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub targets: Spanned<Vec<Spanned<String>>>,
+    pub connect_timeout: Option<HumanDuration>,
+    pub read_timeout: Option<HumanDuration>,
+    pub write_timeout: Option<HumanDuration>,
+    pub health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub interval: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    /// HTTP path to GET; absent means a TCP connect check.
+    pub path: Option<Spanned<String>>,
+    /// Consecutive failures before a target is taken out.
+    pub unhealthy_after: Option<u32>,
+    /// Consecutive successes before it is put back.
+    pub healthy_after: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Spanned<String>,
+    #[serde(rename = "match")]
+    pub matcher: Spanned<RawMatch>,
+    pub upstream: Spanned<String>,
+    pub auth: Option<Spanned<AuthMode>>,
+    /// Remove this prefix from the path before forwarding.
+    pub strip_prefix: Option<Spanned<String>>,
+    /// Put this prefix in front of the (possibly stripped) path.
+    pub add_prefix: Option<Spanned<String>>,
+    /// Claim requirements; all must hold, else 403.
+    #[serde(default)]
+    pub require: Vec<Spanned<RawRequirement>>,
+    /// Forward the client's `Authorization` header to the upstream (default true).
+    pub forward_authorization: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub host: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub methods: Option<Vec<Spanned<String>>>,
+}
+
+/// Whether a route needs a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// A valid token is needed; missing or invalid answers 401.
+    Required,
+    /// No token passes as anonymous; a token that is sent must be valid.
+    Optional,
+    /// Tokens are not looked at.
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequirement {
+    pub claim: Spanned<String>,
+    /// The claim (or one element of an array claim) must be one of these.
+    #[serde(rename = "in")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// The claim must equal this value.
+    pub equals: Option<serde_json::Value>,
+}

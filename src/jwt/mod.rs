@@ -1,0 +1,20 @@
+//! Access-token handling: the key set (selected by `kid`, each with its own
+//! algorithm allow-list), verification with precise rejection reasons, a cache
+//! of verified tokens, and minting with the signing key.
+//!
+//! The token's own header only ever *selects* among keys the operator
+//! configured: `jku`, `jwk`, `x5u` and `x5c` are ignored, `alg: none` is
+//! refused, and an algorithm outside the selected key's allow-list is refused
+//! before any signature check, which closes the RS256→HS256 confusion attack.
+
+mod cache;
+mod keys;
+mod mint;
+mod verify;
+
+pub use cache::TokenCache;
+pub use keys::{
+    algorithm_name, parse_algorithm as parse_algorithm_name, Key, KeyError, KeyMaterial, KeySet,
+};
+pub use mint::{mint, MintError, MintRequest};
+pub use verify::{Rejection, VerifiedToken, Verifier, VerifyPolicy};

@@ -1,0 +1,20 @@
+//! Portcullis: an authenticating reverse proxy built on pingora.
+//!
+//! It validates access JWTs inline on every upstream request and answers
+//! 401/403 itself, strips spoofed identity headers, and forwards verified
+//! identity to unchanged backends. See `DESIGN.md` for the architecture; the
+//! request path lives in [`proxy`], configuration in [`config`].
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod generation;
+pub mod headers;
+pub mod jwt;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod reply;
+pub mod route;
+pub mod server;
+pub mod upstream;

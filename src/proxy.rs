@@ -1,0 +1,441 @@
+//! The pingora `ProxyHttp` implementation. Each phase reads like a step of the
+//! request path in DESIGN.md and delegates to the module that owns the concern:
+//! routing (`route`), tokens (`jwt`), header hygiene (`headers`), pools
+//! (`upstream`), answers (`reply`), metrics (`metrics`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::generation::Generation;
+use crate::jwt::{Rejection, VerifiedToken};
+use crate::metrics::Metrics;
+use crate::reply::{bearer_challenge, Reply};
+use crate::route::{check_path, AuthMode};
+
+/// The gateway: reads the current generation on every request.
+pub struct Gateway {
+    pub state: Arc<ArcSwap<Generation>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// How the auth step ended, for metrics and the access log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthOutcome {
+    #[default]
+    NotChecked,
+    Anonymous,
+    Verified,
+    Rejected(&'static str),
+    Forbidden,
+}
+
+impl AuthOutcome {
+    fn as_str(&self) -> &'static str {
+        match self {
+            AuthOutcome::NotChecked => "none",
+            AuthOutcome::Anonymous => "anonymous",
+            AuthOutcome::Verified => "verified",
+            AuthOutcome::Rejected(_) => "rejected",
+            AuthOutcome::Forbidden => "forbidden",
+        }
+    }
+}
+
+/// Per-request state shared across phases.
+pub struct RequestCtx {
+    generation: Option<Arc<Generation>>,
+    route: Option<usize>,
+    request_id: String,
+    started: Instant,
+    auth: AuthOutcome,
+    identity: Option<Arc<VerifiedToken>>,
+    target: Option<String>,
+}
+
+impl RequestCtx {
+    fn route_name(&self) -> &str {
+        match (&self.generation, self.route) {
+            (Some(g), Some(i)) => g.router.get(i).map(|r| &*r.name).unwrap_or("none"),
+            _ => "none",
+        }
+    }
+}
+
+/// Token from `Authorization: Bearer <t>` (scheme case-insensitive) or the cookie.
+fn extract_token<'a>(req: &'a RequestHeader, cookie: Option<&str>) -> Option<&'a str> {
+    if let Some(value) = req.headers.get(http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?.trim();
+        let (scheme, rest) = value.split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let token = rest.trim();
+            return (!token.is_empty()).then_some(token);
+        }
+        return None;
+    }
+    let name = cookie?;
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+impl Gateway {
+    /// Auth step of `request_filter`: `Err(reply)` when the request must stop here.
+    fn authenticate(
+        &self,
+        gen: &Generation,
+        route_idx: usize,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Reply> {
+        let Some(route) = gen.router.get(route_idx) else {
+            return Ok(());
+        };
+        if route.auth == AuthMode::None {
+            return Ok(());
+        }
+        let token = extract_token(req, gen.token_sources.cookie.as_deref());
+        let verdict = match (token, &gen.verifier) {
+            (None, _) if route.auth == AuthMode::Optional => {
+                ctx.auth = AuthOutcome::Anonymous;
+                return Ok(());
+            }
+            (None, _) => Err(Rejection::Missing),
+            // compile() refuses token routes without keys; keep failing closed.
+            (Some(_), None) => Err(Rejection::UnknownKid),
+            (Some(t), Some(v)) => v.verify(t),
+        };
+        let labels = |result: &str, reason: &str| {
+            self.metrics
+                .jwt_validations
+                .with_label_values(&[&route.name, result, reason])
+                .inc();
+        };
+        match verdict {
+            Ok((verified, cached)) => {
+                labels("ok", if cached { "cached" } else { "verified" });
+                if let Some(failed) = route
+                    .requirements
+                    .iter()
+                    .find(|r| !r.holds(&verified.claims))
+                {
+                    ctx.auth = AuthOutcome::Forbidden;
+                    return Err(Reply::error(
+                        403,
+                        "insufficient_claims",
+                        format!(
+                            "Access denied: claim `{}` does not meet this route's requirement",
+                            failed.claim_text
+                        ),
+                    ));
+                }
+                ctx.auth = AuthOutcome::Verified;
+                ctx.identity = Some(verified);
+                Ok(())
+            }
+            Err(rejection) => {
+                labels("fail", rejection.reason());
+                ctx.auth = AuthOutcome::Rejected(rejection.reason());
+                let description = rejection.description();
+                let (code, challenge) = match rejection {
+                    Rejection::Missing => ("missing_token", bearer_challenge(None)),
+                    Rejection::Expired => (
+                        "token_expired",
+                        bearer_challenge(Some(("invalid_token", &description))),
+                    ),
+                    _ => (
+                        "invalid_token",
+                        bearer_challenge(Some(("invalid_token", &description))),
+                    ),
+                };
+                let message = match rejection {
+                    Rejection::Missing => "Access token is required".to_owned(),
+                    Rejection::Expired => "Invalid or expired token".to_owned(),
+                    _ => format!("Invalid token: {description}"),
+                };
+                Err(Reply::error(401, code, message).with_header("www-authenticate", challenge))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            generation: None,
+            route: None,
+            request_id: String::new(),
+            started: Instant::now(),
+            auth: AuthOutcome::NotChecked,
+            identity: None,
+            target: None,
+        }
+    }
+
+    /// Runs first for every request: strips spoofed identity headers, routes,
+    /// and authenticates. `Ok(true)` means the gateway already answered.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let gen = self.state.load_full();
+        ctx.generation = Some(gen.clone());
+        ctx.request_id = crate::headers::request_id(
+            session
+                .req_header()
+                .headers
+                .get(&gen.headers.request_id)
+                .map(|v| v.as_bytes()),
+        );
+        let stripped = gen.headers.strip_identity(session.req_header_mut());
+        if stripped > 0 {
+            self.metrics.header_spoof_stripped.inc_by(stripped as u64);
+        }
+
+        let req = session.req_header();
+        let path = req.uri.path();
+        if let Err(why) = check_path(path) {
+            Reply::error(400, "bad_path", why)
+                .send(session, &ctx.request_id)
+                .await?;
+            return Ok(true);
+        }
+        let host = request_host(req);
+        let Some((idx, _)) = gen.router.find(host.as_deref(), path, &req.method) else {
+            let msg = format!("No route for {} {}", req.method, path);
+            Reply::error(404, "no_route", msg)
+                .send(session, &ctx.request_id)
+                .await?;
+            return Ok(true);
+        };
+        ctx.route = Some(idx);
+
+        if let Err(reply) = self.authenticate(&gen, idx, session.req_header(), ctx) {
+            reply.send(session, &ctx.request_id).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Picks a healthy target of the route's pool (round-robin).
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let (Some(gen), Some(idx)) = (&ctx.generation, ctx.route) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "upstream_peer without a route",
+            ));
+        };
+        let route = gen
+            .router
+            .get(idx)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "route index out of range"))?;
+        let pool = &gen.upstreams[route.upstream];
+        let Some(target) = pool.pick() else {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                "no healthy upstream target",
+            ));
+        };
+        ctx.target = Some(target.label.clone());
+        let mut peer = HttpPeer::new(target.addr, false, String::new());
+        peer.options.connection_timeout = Some(pool.connect_timeout);
+        peer.options.read_timeout = Some(pool.read_timeout);
+        peer.options.write_timeout = Some(pool.write_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    /// Rewrites the path, sets identity and forwarding headers.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(gen), Some(idx)) = (&ctx.generation, ctx.route) else {
+            return Ok(());
+        };
+        let Some(route) = gen.router.get(idx) else {
+            return Ok(());
+        };
+        if route.strip_prefix.is_some() || route.add_prefix.is_some() {
+            let path = route.upstream_path(upstream.uri.path()).into_owned();
+            let uri = match upstream.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let uri = uri.parse::<http::Uri>().map_err(|e| {
+                Error::because(
+                    ErrorType::InternalError,
+                    "rewritten path is not a valid URI",
+                    e,
+                )
+            })?;
+            upstream.set_uri(uri);
+        }
+        if !route.forward_authorization {
+            upstream.remove_header(&http::header::AUTHORIZATION);
+        }
+        if let Some(identity) = &ctx.identity {
+            // Built-in default until the plugin chain maps claims to headers.
+            if let Some(sub) = identity.sub.as_deref().filter(|s| valid_header_value(s)) {
+                upstream.insert_header("x-user-id", sub)?;
+            }
+        }
+        upstream.insert_header(gen.headers.request_id.clone(), ctx.request_id.as_str())?;
+        let client_ip = match session.client_addr() {
+            Some(PingoraAddr::Inet(a)) => a.ip().to_string(),
+            _ => "unknown".to_owned(),
+        };
+        upstream.insert_header("x-forwarded-for", client_ip)?;
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some(host) = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .cloned()
+        {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        Ok(())
+    }
+
+    /// Echoes the request id to the client.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    /// Turns proxy failures into JSON: 502 unreachable, 503 no healthy
+    /// target, 504 upstream timeout.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (status, code, message) = match e.etype() {
+            ErrorType::HTTPStatus(503) => (
+                503,
+                "upstream_unavailable",
+                "No healthy upstream is available",
+            ),
+            ErrorType::HTTPStatus(code) => (*code, "error", "Request failed"),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => (
+                504,
+                "upstream_timeout",
+                "The upstream did not answer in time",
+            ),
+            _ => match e.esource() {
+                ErrorSource::Upstream => {
+                    (502, "upstream_error", "The upstream could not be reached")
+                }
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        (0, "", "")
+                    }
+                    _ => (400, "bad_request", "The request could not be read"),
+                },
+                _ => (500, "internal_error", "Internal gateway error"),
+            },
+        };
+        if status > 0 {
+            if ctx.request_id.is_empty() {
+                ctx.request_id = crate::headers::request_id(None);
+            }
+            let _ = Reply::error(status, code, message)
+                .send(session, &ctx.request_id)
+                .await;
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Metrics and one access event per request. Logs the path without the
+    /// query string, which may carry secrets.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let route = ctx.route_name().to_owned();
+        let elapsed = ctx.started.elapsed();
+        let status_text = status.to_string();
+        self.metrics
+            .requests
+            .with_label_values(&[&route, &status_text])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[&route])
+            .observe(elapsed.as_secs_f64());
+        let log_access = ctx
+            .generation
+            .as_ref()
+            .map(|g| g.log.access)
+            .unwrap_or(true);
+        if log_access {
+            let req = session.req_header();
+            let reason = match ctx.auth {
+                AuthOutcome::Rejected(r) => r,
+                _ => "",
+            };
+            tracing::info!(
+                target: "portcullis::access",
+                request_id = %ctx.request_id,
+                method = %req.method,
+                path = %req.uri.path(),
+                route = %route,
+                status,
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                auth = ctx.auth.as_str(),
+                reason,
+                upstream_target = ctx.target.as_deref().unwrap_or(""),
+                error = e.map(|e| e.etype().as_str()).unwrap_or(""),
+                "request"
+            );
+        }
+    }
+}
+
+/// Host without port, lower-cased; from the Host header or the URI authority.
+fn request_host(req: &RequestHeader) -> Option<String> {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())?;
+    let host = match raw.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => raw,
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+fn valid_header_value(v: &str) -> bool {
+    !v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}

@@ -1,0 +1,60 @@
+//! Answers the gateway writes itself: always JSON, always `no-store`, in the
+//! shape both seed clients understand: `{"success":false,"message":…,"error":…}`.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde_json::{json, Value};
+
+/// A response the gateway produces without the upstream.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    /// `{"success":false,"message":…,"error":…}` with `status`.
+    pub fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            body: json!({"success": false, "message": message.into(), "error": code}),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Writes the reply, closing the body. `request_id` is echoed back.
+    pub async fn send(self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
+        let body = Bytes::from(serde_json::to_vec(&self.body).unwrap_or_else(|_| b"{}".to_vec()));
+        let mut resp = ResponseHeader::build(self.status, Some(6))?;
+        resp.insert_header("content-type", "application/json")?;
+        resp.insert_header("cache-control", "no-store")?;
+        resp.insert_header("content-length", body.len().to_string())?;
+        resp.insert_header("x-request-id", request_id)?;
+        for (name, value) in self.headers {
+            resp.insert_header(name, value)?;
+        }
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(())
+    }
+}
+
+/// RFC 6750 challenge. A request without credentials gets no error code.
+pub fn bearer_challenge(error: Option<(&str, &str)>) -> String {
+    match error {
+        None => r#"Bearer realm="portcullis""#.to_owned(),
+        Some((code, description)) => {
+            let description = description.replace(['"', '\\'], "'");
+            format!(
+                r#"Bearer realm="portcullis", error="{code}", error_description="{description}""#
+            )
+        }
+    }
+}
