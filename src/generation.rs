@@ -47,4 +47,5 @@ pub struct Generation {
     pub router: Router,
     pub upstreams: Vec<Arc<Upstream>>,
     pub max_body_size: usize,
+    pub max_header_size: usize,
 }

@@ -200,6 +200,19 @@ impl ProxyHttp for Gateway {
                 .get(&gen.headers.request_id)
                 .map(|v| v.as_bytes()),
         );
+        let header_bytes: usize = session
+            .req_header()
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        if header_bytes > gen.max_header_size {
+            let msg = format!("Request headers exceed {} bytes", gen.max_header_size);
+            Reply::error(431, "headers_too_large", msg)
+                .send(session, &ctx.request_id)
+                .await?;
+            return Ok(true);
+        }
         let stripped = gen.headers.strip_identity(session.req_header_mut());
         if stripped > 0 {
             self.metrics.header_spoof_stripped.inc_by(stripped as u64);

@@ -83,16 +83,16 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
         .listeners
         .admin
         .as_ref()
-        .map(|a| a.value)
+        .map(|a| a.value.0)
         .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("static address"));
-    if admin == raw.listeners.proxy.value {
+    if admin == raw.listeners.proxy.value.0 {
         ck.at(
             &raw.listeners.proxy,
             format!("the proxy and admin listeners both use {admin}: give the admin listener its own port"),
         );
     }
     let listeners = Listeners {
-        proxy: raw.listeners.proxy.value,
+        proxy: raw.listeners.proxy.value.0,
         admin,
         threads: raw
             .listeners
@@ -200,6 +200,7 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
         router: Router::new(routes),
         upstreams,
         max_body_size: raw.limits.max_body_size.map(|b| b.0).unwrap_or(64 * 1024),
+        max_header_size: raw.limits.max_header_size.map(|b| b.0).unwrap_or(32 * 1024),
     })
 }
 

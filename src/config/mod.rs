@@ -104,7 +104,11 @@ fn parse_message(e: &serde_saphyr::Error) -> String {
     let full = e.to_string();
     let first = full.lines().next().unwrap_or("invalid YAML").trim();
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    // Drop a trailing " at line X column Y" the parser adds.
+    // Drop the parser's own "line X column Y: " prefix or " at line X column Y" suffix.
+    let first = match first.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map(|(_, m)| m).unwrap_or(first),
+        None => first,
+    };
     match first.rfind(" at line ") {
         Some(i) => first[..i].to_owned(),
         None => first.to_owned(),

@@ -2,13 +2,11 @@
 //! with source spans kept on every value a semantic check may complain about.
 //! [`crate::config::compile`] turns this into the structures the hot path reads.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-
 use serde::Deserialize;
 use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
 
-use super::units::{ByteSize, HumanDuration};
+use super::units::{ByteSize, HumanDuration, ListenAddr};
 
 /// Root of `portcullis.yaml`.
 #[derive(Debug, Deserialize)]
@@ -31,8 +29,8 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListeners {
-    pub proxy: Spanned<SocketAddr>,
-    pub admin: Option<Spanned<SocketAddr>>,
+    pub proxy: Spanned<ListenAddr>,
+    pub admin: Option<Spanned<ListenAddr>>,
     /// Worker threads of the proxy service (default: number of CPUs).
     pub threads: Option<usize>,
     /// Seconds to keep serving in-flight requests on SIGTERM.
@@ -127,6 +125,8 @@ pub struct RawHeaders {
 pub struct RawLimits {
     /// Largest request body the gateway reads itself (auth routes).
     pub max_body_size: Option<ByteSize>,
+    /// Largest total size of request header names and values; above it: 431.
+    pub max_header_size: Option<ByteSize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -58,6 +58,21 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// A listen address `IP:PORT`, with an error that says how to write one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub std::net::SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.trim().parse().map(ListenAddr).map_err(|_| {
+            de::Error::custom(format!(
+                "`{text}` is not a listen address: write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080"
+            ))
+        })
+    }
+}
+
 /// A byte count: a plain integer or one with `B`, `KiB`, `MiB`, `KB`, `MB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub usize);

@@ -1,0 +1,212 @@
+//! `portcullis check`: exit status and file:line:column messages that say
+//! what to do, run against the real binary.
+
+mod common;
+
+use std::process::Command;
+
+use common::FIXTURES;
+
+/// Writes `yaml` to a temp file and runs `portcullis check` on it.
+fn check(yaml: &str) -> (bool, String, tempfile::TempDir) {
+    check_env(yaml, &[])
+}
+
+fn check_env(yaml: &str, env: &[(&str, &str)]) -> (bool, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.yaml");
+    std::fs::write(&path, yaml.replace("{FIXTURES}", FIXTURES)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "-c", path.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .env_remove("PORTCULLIS_TEST_UNSET")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text, dir)
+}
+
+const HEAD: &str = "listeners:\n  proxy: \"127.0.0.1:8080\"\nupstreams:\n  backend:\n    targets: [\"127.0.0.1:3000\"]\n  billing:\n    targets: [\"127.0.0.1:3001\"]\nroutes:\n";
+
+fn assert_reports(text: &str, line_col: &str, message: &str) {
+    let wanted = format!("portcullis.yaml:{line_col}: {message}");
+    assert!(text.contains(&wanted), "expected `{wanted}` in:\n{text}");
+}
+
+#[test]
+fn the_shipped_default_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/portcullis.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "-c", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (4 routes, 1 upstreams, 1 keys)"));
+}
+
+#[test]
+fn unknown_upstream_names_the_known_ones() {
+    let yaml = format!("{HEAD}  - name: admin\n    match: {{ path_prefix: /admin }}\n    upstream: backnd\n    auth: none\n");
+    let (ok, text, _d) = check(&yaml);
+    assert!(!ok);
+    assert_reports(
+        &text,
+        "11:15",
+        "route `admin` names unknown upstream `backnd` (known: backend, billing)",
+    );
+}
+
+#[test]
+fn duplicate_route_names_point_at_both_definitions() {
+    let route = "  - name: api\n    match: { path: /a }\n    upstream: backend\n    auth: none\n";
+    let other = "  - name: api\n    match: { path: /b }\n    upstream: backend\n    auth: none\n";
+    let (ok, text, _d) = check(&format!("{HEAD}{route}{other}"));
+    assert!(!ok);
+    assert_reports(
+        &text,
+        "13:11",
+        "duplicate route name `api` (first defined on line 9)",
+    );
+}
+
+#[test]
+fn a_route_shadowed_by_an_earlier_prefix_is_reported() {
+    let first =
+        "  - name: api\n    match: { path_prefix: /api }\n    upstream: backend\n    auth: none\n";
+    let second = "  - name: api-admin\n    match: { path_prefix: /api/admin, methods: [GET] }\n    upstream: billing\n    auth: none\n";
+    let (ok, text, _d) = check(&format!("{HEAD}{first}{second}"));
+    assert!(!ok);
+    assert_reports(
+        &text,
+        "14:12",
+        "route `api-admin` can never match: route `api` (line 9) comes first",
+    );
+    // The other order is fine.
+    let (ok, text, _d) = check(&format!(
+        "{HEAD}{}{}",
+        second.replace("api-admin", "x"),
+        first
+    ));
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn an_unparsable_address_says_how_to_write_one() {
+    let (ok, text, _d) = check("listeners:\n  proxy: \"127.0.0.1:80x80\"\nroutes: []\n");
+    assert!(!ok);
+    assert_reports(
+        &text,
+        "2:10",
+        "`127.0.0.1:80x80` is not a listen address: write IP:PORT",
+    );
+}
+
+#[test]
+fn a_missing_env_var_is_reported_where_it_is_referenced() {
+    let yaml = "listeners:\n  proxy: \"${PORTCULLIS_TEST_UNSET}\"\nroutes: []\n";
+    let (ok, text, _d) = check(yaml);
+    assert!(!ok);
+    assert_reports(
+        &text,
+        "2:11",
+        "environment variable `PORTCULLIS_TEST_UNSET` is not set",
+    );
+    // Defaults and set variables resolve.
+    let yaml = format!("listeners:\n  proxy: \"${{PORTCULLIS_TEST_ADDR}}\"\n  admin: \"${{PORTCULLIS_TEST_UNSET:-127.0.0.1:9999}}\"\n{}", &HEAD[HEAD.find("upstreams").unwrap()..])
+        + "  - name: a\n    match: { path: /a }\n    upstream: backend\n    auth: none\n";
+    let (ok, text, _d) = check_env(&yaml, &[("PORTCULLIS_TEST_ADDR", "127.0.0.1:8081")]);
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn unknown_fields_and_bad_yaml_are_reported_with_positions() {
+    let (ok, text, _d) =
+        check("listeners:\n  proxy: \"127.0.0.1:8080\"\n  admn: \"127.0.0.1:9\"\nroutes: []\n");
+    assert!(!ok);
+    assert_reports(&text, "3:3", "unknown field `admn`");
+    let (ok, text, _d) = check("listeners:\n  proxy: [unclosed\nroutes: []\n");
+    assert!(!ok);
+    assert!(text.contains("portcullis.yaml:"), "{text}");
+}
+
+#[test]
+fn key_problems_are_all_reported_at_once() {
+    let yaml = "listeners:
+  proxy: \"127.0.0.1:8080\"
+jwt:
+  keys:
+    - kid: a
+      algorithms: [ES256]
+      public_key_file: {FIXTURES}/keys/rsa.pub
+    - kid: b
+      algorithms: [RS256, none]
+      public_key_file: missing.pem
+    - kid: c
+      algorithms: [HS256]
+      public_key_file: {FIXTURES}/keys/rsa.pub
+    - kid: a
+      algorithms: [HS256]
+      secret: x
+upstreams:
+  u: { targets: [\"127.0.0.1:1\"] }
+routes:
+  - name: x
+    match: { path: /x }
+    upstream: u
+";
+    let (ok, text, _d) = check(yaml);
+    assert!(!ok);
+    assert_reports(
+        &text,
+        "6:19",
+        "key `a`: the PEM is not a valid EC public key",
+    );
+    assert_reports(&text, "9:27", "key `b`: algorithm `none` is never accepted");
+    assert_reports(&text, "10:24", "cannot read public key file `missing.pem`");
+    assert_reports(
+        &text,
+        "12:19",
+        "key `c`: HS256 needs a shared `secret` or `secret_file`, but this key has a PEM key",
+    );
+    assert_reports(&text, "14:12", "duplicate kid `a` (first on line 5)");
+    assert!(text.contains("5 problems"), "{text}");
+}
+
+#[test]
+fn token_routes_without_keys_are_refused() {
+    let yaml =
+        format!("{HEAD}  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: backend\n");
+    let (ok, text, _d) = check(&yaml);
+    assert!(!ok);
+    assert_reports(
+        &text,
+        "9:11",
+        "route `api` checks tokens (auth: required is the default) but there is no `jwt` section",
+    );
+}
+
+#[test]
+fn bad_durations_and_targets_explain_the_expected_form() {
+    let yaml = "listeners:\n  proxy: \"127.0.0.1:8080\"\nupstreams:\n  u: { targets: [\"nohost\"] }\nroutes:\n  - name: x\n    match: { path: /x }\n    upstream: u\n    auth: none\n";
+    let (ok, text, _d) = check(yaml);
+    assert!(!ok);
+    assert_reports(
+        &text,
+        "4:18",
+        "upstream `u` target `nohost` has no port: write it as `host:port`",
+    );
+    let (ok, text, _d) = check(&yaml.replace(
+        "targets: [\"nohost\"]",
+        "targets: [\"127.0.0.1:1\"], read_timeout: 5",
+    ));
+    assert!(!ok);
+    assert!(
+        text.contains("duration `5` has no unit: write e.g. `5s`"),
+        "{text}"
+    );
+}
