@@ -733,3 +733,34 @@ fn access_log_never_contains_the_token() {
     assert!(!log.contains(signature), "token leaked into the log");
     assert!(!log.contains("garbage.tok.en"));
 }
+
+#[test]
+fn json_logs_carry_one_access_event_with_the_request_id_the_upstream_saw() {
+    let backend = Backend::start("a");
+    let cfg = config(&one_upstream(&backend), API_ROUTE)
+        .replace("listeners:", "log:\n  format: json\nlisteners:");
+    let gw = Gateway::start(&cfg);
+    let token = bearer(&sign(Algorithm::HS256, &claims("frank")));
+    let resp = gw.get("/api/orders?secret=1", &[("Authorization", &token)]);
+    let id = upstream_saw(&resp)["headers"]["x-request-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(resp.header("x-request-id"), Some(id.as_str()));
+    let event = || {
+        gw.proc
+            .log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["target"] == "portcullis::access" && e["request_id"] == id.as_str())
+    };
+    wait_until("the access event", Duration::from_secs(5), || {
+        event().is_some()
+    });
+    let e = event().unwrap();
+    assert_eq!(e["route"], "api");
+    assert_eq!(e["status"], 200);
+    assert_eq!(e["auth"], "verified");
+    assert_eq!(e["path"], "/api/orders", "the query string is never logged");
+    assert!(e["latency_ms"].as_f64().unwrap() >= 0.0);
+}
