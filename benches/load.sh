@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Loopback load comparison, all measured side by side in one run with the same
 # client (wrk): the demo upstream direct, Portcullis on an `auth: none` route,
-# and Portcullis validating an HS256 token on every request (cached after the
-# first verification, as in production). Reports requests/s, p50/p99 latency,
+# Portcullis validating an HS256 token on every request (cached after the
+# first verification, as in production), and the same plus the
+# `claims-to-headers` Wasm plugin. Reports requests/s, p50/p99 latency,
 # gateway RSS and CPU per request, and ratios. Writes benches/RESULTS.md
 # (or target/bench-smoke.md with --smoke).
 set -euo pipefail
@@ -37,6 +38,14 @@ jwt:
 upstreams:
   demo:
     targets: ["127.0.0.1:$UP"]
+plugins:
+  identity:
+    module: $PWD/plugins/out/claims-to-headers.wasm
+    allow_headers: [X-User-Id, X-User-Role]
+    config:
+      headers:
+        - { header: X-User-Id, claim: sub, required: true }
+        - { header: X-User-Role, claim: role }
 routes:
   - name: open
     match: { path_prefix: /open }
@@ -45,6 +54,10 @@ routes:
   - name: authed
     match: { path_prefix: /api }
     upstream: demo
+  - name: authed-plugin
+    match: { path_prefix: /plug }
+    upstream: demo
+    plugins: [identity]
 YAML
 
 target/release/portcullis-demo-backend --listen "127.0.0.1:$UP" --name bench >/dev/null 2>&1 &
@@ -82,9 +95,11 @@ run() {
 
 # Warm up connections and the token cache.
 curl -fs "http://127.0.0.1:$GW/api/warm" -H "Authorization: Bearer $TOKEN" >/dev/null
+curl -fs "http://127.0.0.1:$GW/plug/warm" -H "Authorization: Bearer $TOKEN" >/dev/null
 run upstream-direct "http://127.0.0.1:$UP/api/x"
 run gateway-auth-none "http://127.0.0.1:$GW/open/x"
 run gateway-auth-jwt "http://127.0.0.1:$GW/api/x" "Authorization: Bearer $TOKEN"
+run gateway-auth-jwt+plugin "http://127.0.0.1:$GW/plug/x" "Authorization: Bearer $TOKEN"
 RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")
 
 TICK=$(getconf CLK_TCK)

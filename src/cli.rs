@@ -39,6 +39,44 @@ pub enum Command {
     Token(TokenCommand),
     /// Print a new random HMAC secret (256 bits, base64url).
     Secret,
+    /// Wasm policy plugin tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Run a plugin on sample input: prints the header changes or the deny,
+    /// its log lines, and the time per call. Same checks and limits as the gateway.
+    Test {
+        /// The `.wasm` (or `.wat`) module.
+        module: PathBuf,
+        /// The plugin's own config (JSON or YAML), as under `config:` in portcullis.yaml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Verified claims to feed it (JSON file).
+        #[arg(long)]
+        claims: Option<PathBuf>,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, default_value = "")]
+        host: String,
+        /// Request header `name: value`; repeatable. Only those on `--request-header` are shown to the plugin.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// Header the plugin may read (as `request_headers`); repeatable.
+        #[arg(long = "request-header")]
+        request_headers: Vec<String>,
+        /// Header the plugin may write (as `allow_headers`); repeatable.
+        /// Without any, every header a plugin may ever write is allowed.
+        #[arg(long = "allow-header")]
+        allow_headers: Vec<String>,
+        /// Calls to average for the time per call.
+        #[arg(long, default_value_t = 1000)]
+        iterations: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,18 +109,39 @@ pub fn main() -> ExitCode {
             claims,
             ttl,
         }) => mint_token(config.config, sub, claims, ttl),
+        Command::Plugin(PluginCommand::Test {
+            module,
+            config,
+            claims,
+            method,
+            path,
+            host,
+            headers,
+            request_headers,
+            allow_headers,
+            iterations,
+        }) => crate::plugin_cli::test(crate::plugin_cli::TestArgs {
+            module,
+            config,
+            claims,
+            method,
+            path,
+            host,
+            headers,
+            request_headers,
+            allow_headers,
+            iterations,
+        }),
         Command::Secret => {
             use base64::Engine as _;
-            let bytes: Vec<u8> = (0..2)
-                .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
-                .collect();
-            // Two v4 UUIDs carry 244 random bits; add more from the OS hasher seed.
-            let extra = std::collections::hash_map::RandomState::new();
-            let mut all = bytes;
-            all.extend_from_slice(&std::hash::BuildHasher::hash_one(&extra, 0u8).to_le_bytes());
+            let mut bytes = [0u8; 32];
+            if let Err(e) = getrandom::fill(&mut bytes) {
+                eprintln!("portcullis: the OS random number generator failed: {e}");
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(all)
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
             );
             ExitCode::SUCCESS
         }

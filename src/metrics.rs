@@ -16,6 +16,8 @@ pub struct Metrics {
     pub header_spoof_stripped: IntCounter,
     pub config_reloads: IntCounterVec,
     pub upstream_health: IntGaugeVec,
+    pub plugin_invocations: IntCounterVec,
+    pub plugin_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -71,6 +73,37 @@ impl Metrics {
             &["upstream", "target"],
         )
         .expect("static metric definition");
+        let plugin_invocations = IntCounterVec::new(
+            Opts::new(
+                "plugin_invocations_total",
+                "Wasm plugin calls by plugin and result (ok, deny, timeout, trap, memory, violation, error)",
+            ),
+            &["plugin", "result"],
+        )
+        .expect("static metric definition");
+        let plugin_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "plugin_duration_seconds",
+                "Time per Wasm plugin call, by plugin",
+            )
+            .buckets(vec![
+                0.000_001,
+                0.000_002_5,
+                0.000_005,
+                0.000_01,
+                0.000_025,
+                0.000_05,
+                0.000_1,
+                0.000_25,
+                0.000_5,
+                0.001,
+                0.005,
+                0.01,
+                0.05,
+            ]),
+            &["plugin"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -78,6 +111,8 @@ impl Metrics {
             Box::new(header_spoof_stripped.clone()),
             Box::new(config_reloads.clone()),
             Box::new(upstream_health.clone()),
+            Box::new(plugin_invocations.clone()),
+            Box::new(plugin_duration.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -92,6 +127,8 @@ impl Metrics {
             header_spoof_stripped,
             config_reloads,
             upstream_health,
+            plugin_invocations,
+            plugin_duration,
         }
     }
 

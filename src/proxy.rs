@@ -17,6 +17,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::generation::Generation;
 use crate::jwt::{Rejection, VerifiedToken};
 use crate::metrics::Metrics;
+use crate::plugin::{HeaderChange, InvocationResult, Outcome, RequestMeta};
 use crate::reply::{bearer_challenge, Reply};
 use crate::route::{check_path, AuthMode};
 
@@ -58,6 +59,8 @@ pub struct RequestCtx {
     auth: AuthOutcome,
     identity: Option<Arc<VerifiedToken>>,
     target: Option<String>,
+    /// Header changes decided by the route's plugin chain.
+    header_changes: Vec<HeaderChange>,
 }
 
 impl RequestCtx {
@@ -172,6 +175,77 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Plugin step of `request_filter`: runs the route's chain, keeps its
+    /// header changes in `ctx`, or answers the deny / failure.
+    fn run_plugins(
+        &self,
+        gen: &Generation,
+        route_idx: usize,
+        req: &RequestHeader,
+        host: Option<&str>,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Reply> {
+        let Some(route) = gen.router.get(route_idx) else {
+            return Ok(());
+        };
+        if route.plugins.is_empty() {
+            return Ok(());
+        }
+        let claims: &[u8] = ctx
+            .identity
+            .as_ref()
+            .map(|v| v.claims_json.as_slice())
+            .unwrap_or(b"{}");
+        let meta = RequestMeta {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query().unwrap_or(""),
+            host: host.unwrap_or(""),
+            headers: &req.headers,
+        };
+        let result = route.plugins.run(claims, &meta);
+        for inv in &result.invocations {
+            self.metrics
+                .plugin_invocations
+                .with_label_values(&[&*inv.plugin, inv.result.as_str()])
+                .inc();
+            self.metrics
+                .plugin_duration
+                .with_label_values(&[&*inv.plugin])
+                .observe(inv.duration.as_secs_f64());
+        }
+        match result.outcome {
+            Outcome::Continue(changes) => {
+                ctx.header_changes = changes;
+                Ok(())
+            }
+            Outcome::Deny {
+                status,
+                message,
+                plugin,
+            } => {
+                tracing::debug!(plugin = %plugin, status, "request denied by plugin");
+                ctx.auth = AuthOutcome::Forbidden;
+                Err(Reply::error(status, "denied_by_policy", message))
+            }
+            Outcome::Failed { plugin, error, .. } => {
+                tracing::warn!(plugin = %plugin, error = %error, "plugin failed; request refused (on_error: deny)");
+                let status = if error.invocation_result() == InvocationResult::Timeout {
+                    503
+                } else {
+                    500
+                };
+                Err(Reply::error(
+                    status,
+                    "policy_error",
+                    "The request could not be authorized by policy",
+                ))
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -185,6 +259,7 @@ impl ProxyHttp for Gateway {
             auth: AuthOutcome::NotChecked,
             identity: None,
             target: None,
+            header_changes: Vec::new(),
         }
     }
 
@@ -237,6 +312,11 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(idx);
 
         if let Err(reply) = self.authenticate(&gen, idx, session.req_header(), ctx) {
+            reply.send(session, &ctx.request_id).await?;
+            return Ok(true);
+        }
+        if let Err(reply) = self.run_plugins(&gen, idx, session.req_header(), host.as_deref(), ctx)
+        {
             reply.send(session, &ctx.request_id).await?;
             return Ok(true);
         }
@@ -306,10 +386,26 @@ impl ProxyHttp for Gateway {
         if !route.forward_authorization {
             upstream.remove_header(&http::header::AUTHORIZATION);
         }
-        if let Some(identity) = &ctx.identity {
-            // Built-in default until the plugin chain maps claims to headers.
-            if let Some(sub) = identity.sub.as_deref().filter(|s| valid_header_value(s)) {
+        if route.plugins.is_empty() {
+            // Routes without a plugin chain still tell the upstream who called.
+            if let Some(sub) = ctx
+                .identity
+                .as_ref()
+                .and_then(|i| i.sub.as_deref())
+                .filter(|s| valid_header_value(s))
+            {
                 upstream.insert_header("x-user-id", sub)?;
+            }
+        }
+        for change in ctx.header_changes.drain(..) {
+            match change {
+                HeaderChange::Set(name, value) => upstream.insert_header(name, value)?,
+                HeaderChange::Append(name, value) => {
+                    upstream.append_header(name, value)?;
+                }
+                HeaderChange::Remove(name) => {
+                    upstream.remove_header(&name);
+                }
             }
         }
         upstream.insert_header(gen.headers.request_id.clone(), ctx.request_id.as_str())?;

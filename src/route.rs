@@ -7,6 +7,7 @@ use http::Method;
 use serde_json::{Map, Value};
 
 pub use crate::config::raw::AuthMode;
+use crate::plugin::PluginChain;
 
 /// How a route matches the request path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +105,8 @@ pub struct Route {
     pub add_prefix: Option<String>,
     pub requirements: Vec<Requirement>,
     pub forward_authorization: bool,
+    /// Wasm plugins run after authentication, in order.
+    pub plugins: PluginChain,
 }
 
 impl Route {

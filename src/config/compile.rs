@@ -10,11 +10,17 @@ use http::header::HeaderName;
 use http::Method;
 use serde_saphyr::Spanned;
 
-use super::raw::{AuthMode, RawConfig, RawJwt, RawKey, RawRoute, RawUpstream};
+use super::raw::{
+    AuthMode, PluginIsolation, PluginOnError, RawConfig, RawJwt, RawKey, RawPlugin, RawRoute,
+    RawUpstream,
+};
 use super::{ConfigError, Diagnostic};
 use crate::generation::{Generation, Listeners, LogSettings, TokenSources};
 use crate::headers::HeaderPolicy;
 use crate::jwt::{Key, KeyMaterial, KeySet, Verifier, VerifyPolicy};
+use crate::plugin::{
+    CompiledPlugin, Isolation, Limits, OnError, PluginChain, PluginHost, PluginSpec,
+};
 use crate::route::{PathMatch, Requirement, Route, Router, Rule};
 use crate::upstream::{HealthCheck, Target, Upstream};
 
@@ -119,7 +125,17 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
         Some(jwt) => compile_jwt(&mut ck, jwt),
         None => (None, TokenSources { cookie: None }),
     };
-    let headers = compile_headers(&mut ck, &raw);
+    let mut headers = compile_headers(&mut ck, &raw);
+    let plugins = compile_plugins(&mut ck, &raw.plugins);
+    // Whatever a plugin may set is an identity header: clients must never
+    // be able to send it themselves.
+    for plugin in plugins.values() {
+        for name in plugin.allow_headers() {
+            if !headers.is_identity(name) {
+                headers.identity.push(name.clone());
+            }
+        }
+    }
 
     let mut upstream_index = HashMap::new();
     let mut upstreams = Vec::new();
@@ -161,7 +177,14 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
                 None => ck.at(&r.name, msg),
             }
         }
-        if let Some(route) = compile_route(&mut ck, r, &upstream_index, &raw.upstreams) {
+        if let Some(route) = compile_route(
+            &mut ck,
+            r,
+            &upstream_index,
+            &raw.upstreams,
+            &plugins,
+            &raw.plugins,
+        ) {
             for (earlier, earlier_span) in routes.iter().zip(&route_spans) {
                 if shadows(earlier, &route) {
                     ck.at(
@@ -469,6 +492,8 @@ fn compile_route(
     r: &RawRoute,
     upstream_index: &HashMap<String, usize>,
     raw_upstreams: &std::collections::BTreeMap<String, Spanned<RawUpstream>>,
+    plugins: &HashMap<String, Arc<CompiledPlugin>>,
+    raw_plugins: &std::collections::BTreeMap<String, Spanned<RawPlugin>>,
 ) -> Option<Route> {
     let name = &r.name.value;
     let m = &r.matcher.value;
@@ -597,7 +622,28 @@ fn compile_route(
     if auth == AuthMode::None && !requirements.is_empty() {
         ck.at(&r.name, format!("route `{name}` has claim requirements but `auth: none`: requirements need a token; use `auth: required`"));
     }
+    let mut chain = Vec::new();
+    for p in &r.plugins {
+        match plugins.get(&p.value) {
+            Some(plugin) => chain.push(plugin.clone()),
+            // Configured but failed to load: already reported at its module.
+            None if raw_plugins.contains_key(&p.value) => {}
+            None => {
+                let known: Vec<&str> = raw_plugins.keys().map(String::as_str).collect();
+                let hint = if known.is_empty() {
+                    "no plugins are defined: add one under `plugins`".to_owned()
+                } else {
+                    format!("known: {}", known.join(", "))
+                };
+                ck.at(
+                    p,
+                    format!("route `{name}` names unknown plugin `{}` ({hint})", p.value),
+                );
+            }
+        }
+    }
     Some(Route {
+        plugins: PluginChain::new(chain),
         name: name.as_str().into(),
         host,
         path,
@@ -609,4 +655,85 @@ fn compile_route(
         requirements,
         forward_authorization: r.forward_authorization.unwrap_or(true),
     })
+}
+
+/// The process's one Wasm engine, started on first use (only configs with
+/// plugins pay for it) and shared by every config generation.
+fn plugin_host() -> Result<&'static PluginHost, String> {
+    static HOST: std::sync::OnceLock<Result<PluginHost, String>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| PluginHost::new().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn compile_plugins(
+    ck: &mut Checker,
+    raw: &std::collections::BTreeMap<String, Spanned<RawPlugin>>,
+) -> HashMap<String, Arc<CompiledPlugin>> {
+    let mut out = HashMap::new();
+    if raw.is_empty() {
+        return out;
+    }
+    let host = match plugin_host() {
+        Ok(h) => h,
+        Err(e) => {
+            ck.general(format!("the Wasm engine could not start: {e}"));
+            return out;
+        }
+    };
+    for (name, spanned) in raw {
+        let p = &spanned.value;
+        let header_list = |ck: &mut Checker, list: &[Spanned<String>]| -> Option<Vec<HeaderName>> {
+            let mut names = Vec::new();
+            let mut ok = true;
+            for h in list {
+                match HeaderName::from_bytes(h.value.trim().as_bytes()) {
+                    Ok(n) => names.push(n),
+                    Err(_) => {
+                        ck.at(
+                            h,
+                            format!("plugin `{name}`: `{}` is not a valid header name", h.value),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            ok.then_some(names)
+        };
+        let allow = header_list(ck, &p.allow_headers);
+        let request = header_list(ck, &p.request_headers);
+        let wasm = ck.read_file(&p.module, "plugin module");
+        let (Some(allow_headers), Some(request_headers), Some(wasm)) = (allow, request, wasm)
+        else {
+            continue;
+        };
+        let defaults = Limits::default();
+        let spec = PluginSpec {
+            name: name.clone(),
+            wasm,
+            config: p.config.clone().unwrap_or_else(|| serde_json::json!({})),
+            allow_headers,
+            request_headers,
+            on_error: match p.on_error {
+                Some(PluginOnError::Skip) => OnError::Skip,
+                _ => OnError::Deny,
+            },
+            isolation: match p.isolation {
+                Some(PluginIsolation::PerRequest) => Isolation::PerRequest,
+                _ => Isolation::Reused,
+            },
+            limits: Limits {
+                memory_bytes: p.memory_limit.map(|b| b.0).unwrap_or(defaults.memory_bytes),
+                deadline: p.timeout.map(|d| d.0).unwrap_or(defaults.deadline),
+                max_input_bytes: defaults.max_input_bytes,
+            },
+        };
+        match CompiledPlugin::compile(host, spec) {
+            Ok(plugin) => {
+                out.insert(name.clone(), Arc::new(plugin));
+            }
+            Err(e) => ck.at(&p.module, e.to_string()),
+        }
+    }
+    out
 }

@@ -22,8 +22,49 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    /// Wasm policy plugins by name; routes list them in `plugins`.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, Spanned<RawPlugin>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+}
+
+/// A Wasm plugin as configured (ABI v1, see plugins/ABI.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugin {
+    /// Path to the `.wasm` (or `.wat`) module, relative to the config file.
+    pub module: Spanned<String>,
+    /// Headers this plugin may set, append or remove.
+    #[serde(default)]
+    pub allow_headers: Vec<Spanned<String>>,
+    /// Request headers the plugin may read.
+    #[serde(default)]
+    pub request_headers: Vec<Spanned<String>>,
+    /// What a trap, timeout or bad answer does: `deny` (default, 500) or `skip`.
+    pub on_error: Option<PluginOnError>,
+    /// `reused` (default: one instance per worker thread) or `per_request`.
+    pub isolation: Option<PluginIsolation>,
+    /// Memory cap per instance (default 16MiB).
+    pub memory_limit: Option<ByteSize>,
+    /// Deadline per call (default 10ms).
+    pub timeout: Option<HumanDuration>,
+    /// The plugin's own configuration, handed to it as JSON.
+    pub config: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginOnError {
+    Deny,
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginIsolation {
+    Reused,
+    PerRequest,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +210,9 @@ pub struct RawRoute {
     pub require: Vec<Spanned<RawRequirement>>,
     /// Forward the client's `Authorization` header to the upstream (default true).
     pub forward_authorization: Option<bool>,
+    /// Ordered plugin chain run after authentication.
+    #[serde(default)]
+    pub plugins: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -97,6 +97,8 @@ impl Rejection {
 #[derive(Debug)]
 pub struct VerifiedToken {
     pub claims: Map<String, Value>,
+    /// The claims as JSON, serialized once, handed to plugins.
+    pub claims_json: Vec<u8>,
     pub sub: Option<String>,
     pub sid: Option<String>,
     /// `exp` as Unix seconds.
@@ -255,7 +257,9 @@ impl Verifier {
             .and_then(Value::as_u64)
             .ok_or(Rejection::MissingClaim("exp".into()))?;
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        let claims_json = serde_json::to_vec(&claims).unwrap_or_else(|_| b"{}".to_vec());
         Ok(VerifiedToken {
+            claims_json,
             sub: text("sub"),
             sid: text("sid"),
             exp,

@@ -142,7 +142,8 @@ impl Gateway {
             config,
             dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: compiling Wasm plugins on a loaded CI machine takes a while.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = gw.proc.child.try_wait() {
                 panic!("gateway exited with {status}:\n{}", gw.proc.log_text());

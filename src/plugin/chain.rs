@@ -1,0 +1,130 @@
+//! A route's ordered list of plugins, run on one request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::compiled::Answer;
+use super::{request, CompiledPlugin, InvocationResult, OnError, Outcome, RequestMeta};
+
+/// The plugins of one route, in order. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct PluginChain {
+    plugins: Vec<Arc<CompiledPlugin>>,
+}
+
+/// One plugin call, for metrics and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// The plugin's configured name.
+    pub plugin: Arc<str>,
+    /// Bounded label for `portcullis_plugin_invocations_total{result}`.
+    pub result: InvocationResult,
+    /// The plugin failed and `on_error: skip` let the chain continue.
+    pub skipped: bool,
+    /// Wall time of the call, instance start-up included.
+    pub duration: Duration,
+}
+
+/// What a chain decided, plus one [`Invocation`] per plugin it called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainResult {
+    /// `Continue` with every plugin's accepted changes in chain order, or
+    /// the first `Deny`, or the first fail-closed `Failed`.
+    pub outcome: Outcome,
+    /// Plugins in the order they ran; those after a stop are absent.
+    pub invocations: Vec<Invocation>,
+}
+
+impl PluginChain {
+    /// A chain running `plugins` in this order.
+    pub fn new(plugins: Vec<Arc<CompiledPlugin>>) -> PluginChain {
+        PluginChain { plugins }
+    }
+
+    /// The plugins, in order.
+    pub fn plugins(&self) -> &[Arc<CompiledPlugin>] {
+        &self.plugins
+    }
+
+    /// Whether the chain has no plugins (then `run` always continues).
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
+    /// Runs the chain on one request. `claims_json` is the verified JWT
+    /// payload object (`{}` when anonymous). Every plugin sees the same
+    /// claims and request; none sees another's changes. Never panics on
+    /// anything a plugin does.
+    pub fn run(&self, claims_json: &[u8], req: &RequestMeta<'_>) -> ChainResult {
+        let mut changes = Vec::new();
+        let mut invocations = Vec::with_capacity(self.plugins.len());
+        if self.plugins.is_empty() {
+            return ChainResult {
+                outcome: Outcome::Continue(changes),
+                invocations,
+            };
+        }
+        let mut prefix = Vec::with_capacity(256);
+        request::encode_prefix(req, &mut prefix);
+        let mut request_json = Vec::with_capacity(prefix.len() + 64);
+        for plugin in &self.plugins {
+            request_json.clear();
+            request_json.extend_from_slice(&prefix);
+            request::encode_headers(
+                req.headers,
+                &plugin.shared.request_headers,
+                &mut request_json,
+            );
+
+            let started = Instant::now();
+            let answer = plugin.invoke(claims_json, &request_json);
+            let duration = started.elapsed();
+            let name = &plugin.shared.name;
+            let mut record = |result, skipped| {
+                invocations.push(Invocation {
+                    plugin: Arc::clone(name),
+                    result,
+                    skipped,
+                    duration,
+                })
+            };
+            match answer {
+                Answer::Continue(mut accepted) => {
+                    record(InvocationResult::Ok, false);
+                    changes.append(&mut accepted);
+                }
+                Answer::Deny { status, message } => {
+                    record(InvocationResult::Deny, false);
+                    return ChainResult {
+                        outcome: Outcome::Deny {
+                            status,
+                            message,
+                            plugin: name.to_string(),
+                        },
+                        invocations,
+                    };
+                }
+                Answer::Failed(error) => {
+                    let skipped = plugin.shared.on_error == OnError::Skip;
+                    record(error.invocation_result(), skipped);
+                    plugin.log_failure(&error, skipped);
+                    if skipped {
+                        continue;
+                    }
+                    return ChainResult {
+                        outcome: Outcome::Failed {
+                            plugin: name.to_string(),
+                            error,
+                            skipped: false,
+                        },
+                        invocations,
+                    };
+                }
+            }
+        }
+        ChainResult {
+            outcome: Outcome::Continue(changes),
+            invocations,
+        }
+    }
+}
