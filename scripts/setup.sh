@@ -9,6 +9,10 @@ command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)        # pingora's zlib-ng
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)          # make run's printed examples
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# Session-store tests start a throwaway Postgres cluster (initdb, pg_ctl).
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need_apt+=(postgresql)
+fi
 if [ "${PORTCULLIS_SETUP_BENCH:-0}" = 1 ]; then
   command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 fi
