@@ -70,8 +70,12 @@ routes:
     )
 }
 
+// Fixtures get a relaxed deadline: the 10ms default is wall-clock time and a
+// loaded 2-core CI machine can deschedule a worker that long. The deadline
+// itself is exercised by the `loop` plugin below.
 const IDENTITY: &str = "  identity:
     module: OUT/claims-to-headers.wasm
+    timeout: 2s
     allow_headers: [X-User-Id, X-Tenant-Id, X-User-Roles, X-Plan]
     config:
       headers:
@@ -93,7 +97,7 @@ fn seen(resp: &Response) -> Value {
 #[test]
 fn claims_to_headers_maps_verified_claims_and_strips_client_copies() {
     let backend = Backend::start("a");
-    let wat = "  lang:\n    module: OUT/example-wat.wasm\n    allow_headers: [x-plugin-lang]\n  c:\n    module: OUT/example-c.wasm\n    allow_headers: [x-plugin-lang-c, x-request-method]\n";
+    let wat = "  lang:\n    module: OUT/example-wat.wasm\n    timeout: 2s\n    allow_headers: [x-plugin-lang]\n  c:\n    module: OUT/example-c.wasm\n    allow_headers: [x-plugin-lang-c, x-request-method]\n";
     let gw = Gateway::start(&config(
         &backend,
         &format!("{IDENTITY}{wat}"),
@@ -133,9 +137,11 @@ fn a_deny_answers_with_the_plugins_status_and_stops_the_chain() {
     let backend = Backend::start("a");
     let guard = "  admins-only:
     module: OUT/require-claims.wasm
+    timeout: 2s
     config: { rules: [{ claim: role, equals: admin }], status: 403, message: admins only }
   tenant:
     module: OUT/tenant-guard.wasm
+    timeout: 2s
     config: { segment: 2, claim: tenant_id }
 ";
     let gw = Gateway::start(&config(

@@ -7,7 +7,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig,
+};
 
 use super::PluginError;
 
@@ -79,6 +81,9 @@ struct CachedModule {
     module: Module,
     last_used: u64,
 }
+
+/// Memory of a freed pool slot kept resident for the next instance.
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 
 /// Modules kept by the cache.
 const MODULE_CACHE_ENTRIES: usize = 32;
@@ -246,14 +251,16 @@ fn engine_config(config: &HostConfig, pooling: bool) -> Config {
             .max_memory_size(config.max_memory_bytes)
             .max_memories_per_module(1)
             .max_tables_per_module(1);
-        // TEMP experiment knobs
-        if let Ok(v) = std::env::var("PX_KEEP") {
-            pool.linear_memory_keep_resident(v.parse().unwrap_or(0));
-            pool.table_keep_resident(v.parse().unwrap_or(0));
-        }
-        if std::env::var("PX_PAGEMAP").is_ok() {
-            pool.pagemap_scan(wasmtime::Enabled::Auto);
-        }
+        // Reset up to 1 MiB of a freed slot with memset (only dirty pages,
+        // where PAGEMAP_SCAN exists) instead of madvise, so the next fresh
+        // instance does not page-fault its stack and data back in: measured
+        // 58 -> 32 us per `per_request` call of claims-to-headers. Bounded
+        // RSS cost: at most this much per warm slot, and warm slots are
+        // capped below.
+        pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_BYTES)
+            .pagemap_scan(Enabled::Auto)
+            .max_unused_warm_slots(32);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     c

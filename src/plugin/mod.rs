@@ -31,7 +31,10 @@
 //! - Time: each call (`init`, and `alloc`+`on_request` together) gets
 //!   [`Limits::deadline`], rounded up to whole epoch ticks; the guest is
 //!   interrupted between `deadline - tick` and `deadline` after the call
-//!   starts (later only if the ticker thread is starved of CPU).
+//!   starts (later only if the ticker thread is starved of CPU). The
+//!   deadline is wall-clock time: a worker thread descheduled mid-call on an
+//!   overloaded machine can hit it, so keep it well above the plugin's real
+//!   cost (microseconds for the standard plugins).
 //! - Inputs: config, claims and request JSON are each capped at
 //!   [`Limits::max_input_bytes`]; an oversized input fails the invocation
 //!   without calling the guest.

@@ -52,6 +52,9 @@ fn guest(data: &str, init: &str, on_request: &str) -> Vec<u8> {
 
 fn spec(name: &str, wasm: Vec<u8>) -> PluginSpec {
     let mut spec = PluginSpec::new(name, wasm);
+    // Wall-clock deadline: generous, so a descheduled test thread does not
+    // time out; deadline tests set their own.
+    spec.limits.deadline = Duration::from_secs(2);
     spec.allow_headers = vec![
         HeaderName::from_static("x-a"),
         HeaderName::from_static("x-b"),
