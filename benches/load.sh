@@ -126,6 +126,6 @@ TICK=$(getconf CLK_TCK)
   done < "$WORK/rows"
   echo
   echo "Gateway RSS after the runs: $((RSS_KB / 1024)) MiB."
-  if [ -f target/criterion-summary.md ]; then echo; cat target/criterion-summary.md; fi
+  if [ -f benches/criterion-results.md ]; then echo; cat benches/criterion-results.md; fi
 } > "$OUT"
 cat "$OUT"
