@@ -48,35 +48,7 @@ pub enum Command {
 pub enum PluginCommand {
     /// Run a plugin on sample input: prints the header changes or the deny,
     /// its log lines, and the time per call. Same checks and limits as the gateway.
-    Test {
-        /// The `.wasm` (or `.wat`) module.
-        module: PathBuf,
-        /// The plugin's own config (JSON or YAML), as under `config:` in portcullis.yaml.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Verified claims to feed it (JSON file).
-        #[arg(long)]
-        claims: Option<PathBuf>,
-        #[arg(long, default_value = "GET")]
-        method: String,
-        #[arg(long, default_value = "/")]
-        path: String,
-        #[arg(long, default_value = "")]
-        host: String,
-        /// Request header `name: value`; repeatable. Only those on `--request-header` are shown to the plugin.
-        #[arg(long = "header", value_name = "NAME: VALUE")]
-        headers: Vec<String>,
-        /// Header the plugin may read (as `request_headers`); repeatable.
-        #[arg(long = "request-header")]
-        request_headers: Vec<String>,
-        /// Header the plugin may write (as `allow_headers`); repeatable.
-        /// Without any, every header a plugin may ever write is allowed.
-        #[arg(long = "allow-header")]
-        allow_headers: Vec<String>,
-        /// Calls to average for the time per call.
-        #[arg(long, default_value_t = 1000)]
-        iterations: u32,
-    },
+    Test(crate::plugin_cli::TestArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,29 +81,7 @@ pub fn main() -> ExitCode {
             claims,
             ttl,
         }) => mint_token(config.config, sub, claims, ttl),
-        Command::Plugin(PluginCommand::Test {
-            module,
-            config,
-            claims,
-            method,
-            path,
-            host,
-            headers,
-            request_headers,
-            allow_headers,
-            iterations,
-        }) => crate::plugin_cli::test(crate::plugin_cli::TestArgs {
-            module,
-            config,
-            claims,
-            method,
-            path,
-            host,
-            headers,
-            request_headers,
-            allow_headers,
-            iterations,
-        }),
+        Command::Plugin(PluginCommand::Test(args)) => crate::plugin_cli::test(args),
         Command::Secret => {
             use base64::Engine as _;
             let mut bytes = [0u8; 32];

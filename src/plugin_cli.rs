@@ -11,31 +11,40 @@ use crate::plugin::{
 };
 
 /// Inputs of `plugin test`, from the command line.
+#[derive(Debug, clap::Args)]
 pub struct TestArgs {
+    /// The `.wasm` (or `.wat`) module.
     pub module: PathBuf,
+    /// The plugin's own config (JSON or YAML), as under `config:` in portcullis.yaml.
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Verified claims to feed it (JSON file).
+    #[arg(long)]
     pub claims: Option<PathBuf>,
+    #[arg(long, default_value = "GET")]
     pub method: String,
+    #[arg(long, default_value = "/")]
     pub path: String,
+    #[arg(long, default_value = "")]
     pub host: String,
+    /// Request header `name: value`; repeatable. Only those on `--request-header` are shown to the plugin.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+    /// Header the plugin may read (as `request_headers`); repeatable.
+    #[arg(long = "request-header")]
     pub request_headers: Vec<String>,
+    /// Header the plugin may write (as `allow_headers`); repeatable. Without
+    /// any, the default identity headers plus a few common claim headers are allowed.
+    #[arg(long = "allow-header")]
     pub allow_headers: Vec<String>,
+    /// Calls to average for the time per call.
+    #[arg(long, default_value_t = 1000)]
     pub iterations: u32,
 }
 
-/// Headers a plugin may be allowed to write when the operator names none.
-const EVERY_ALLOWED: &[&str] = &[
-    "x-user-id",
-    "x-user-role",
-    "x-user-roles",
-    "x-user-email",
-    "x-user-name",
-    "x-tenant-id",
-    "x-org",
-    "x-claims",
-    "x-scopes",
-];
+/// Claim headers allowed besides the default identity headers when the
+/// operator names none.
+const EXTRA_ALLOWED: &[&str] = &["x-org", "x-claims", "x-scopes"];
 
 fn fail(message: String) -> ExitCode {
     eprintln!("portcullis plugin test: {message}");
@@ -94,9 +103,11 @@ fn run(args: TestArgs) -> Result<ExitCode, String> {
         headers.append(name, value);
     }
     let allow = if args.allow_headers.is_empty() {
-        EVERY_ALLOWED
+        crate::headers::DEFAULT_IDENTITY_HEADERS
             .iter()
+            .chain(EXTRA_ALLOWED)
             .map(|h| HeaderName::from_static(h))
+            .filter(|h| !crate::plugin::is_forbidden(h))
             .collect()
     } else {
         header_names(&args.allow_headers)?
