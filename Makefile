@@ -30,7 +30,7 @@ test: setup plugins lint
 ## make bench: criterion micro-benches + the loopback load comparison.
 bench: setup plugins
 	PORTCULLIS_SETUP_BENCH=1 bash scripts/setup.sh
-	cargo bench --bench jwt_verify
+	cargo bench --bench jwt_verify --bench plugin_call
 	bash benches/load.sh
 
 bench-smoke: setup plugins
