@@ -141,6 +141,24 @@ pub struct NewSession {
     pub now: Timestamp,
 }
 
+impl NewSession {
+    /// The active session this request becomes once stored under `id`.
+    pub(crate) fn into_session(self, id: Uuid, expires_at: Timestamp) -> Session {
+        Session {
+            id,
+            subject: self.subject,
+            claims: self.claims,
+            device_info: self.device_info,
+            user_agent: self.user_agent,
+            ip: self.ip,
+            created_at: self.now,
+            last_used_at: self.now,
+            expires_at,
+            revoked: None,
+        }
+    }
+}
+
 /// What presenting a refresh token led to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RefreshOutcome {

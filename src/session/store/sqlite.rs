@@ -238,18 +238,7 @@ impl SessionStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Session {
-            id,
-            subject: new.subject,
-            claims: new.claims,
-            device_info: new.device_info,
-            user_agent: new.user_agent,
-            ip: new.ip,
-            created_at: new.now,
-            last_used_at: new.now,
-            expires_at,
-            revoked: None,
-        })
+        Ok(new.into_session(id, expires_at))
     }
 
     async fn exchange_refresh_token(
