@@ -108,6 +108,7 @@ fn route_match(c: &mut Criterion) {
             requirements: Vec::new(),
             forward_authorization: true,
             plugins: Default::default(),
+            login: None,
         })
         .collect();
     let router = Router::new(routes);

@@ -1,5 +1,6 @@
 //! The admin listener (default 127.0.0.1:9090): `/healthz`, `/readyz`,
-//! `/metrics`. Kept off the proxy port so it is never exposed by accident.
+//! `/metrics`, and the admin session API (`/admin/sessions`). Kept off the
+//! proxy port so it is never exposed by accident.
 
 use std::sync::Arc;
 
@@ -11,11 +12,29 @@ use pingora::protocols::http::ServerSession;
 
 use crate::generation::Generation;
 use crate::metrics::Metrics;
+use crate::reply::Reply;
+use crate::session::{admin_api, SessionService};
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
     pub state: Arc<ArcSwap<Generation>>,
     pub metrics: Arc<Metrics>,
+    pub sessions: Option<Arc<SessionService>>,
+}
+
+fn from_reply(reply: Reply) -> Response<Vec<u8>> {
+    let body = serde_json::to_vec(&reply.body).unwrap_or_default();
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .header("content-length", body.len());
+    for (name, value) in reply.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -40,6 +59,12 @@ fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_owned();
+        if path == admin_api::PREFIX || path.starts_with("/admin/sessions/") {
+            let gen = self.state.load_full();
+            let reply =
+                admin_api::handle(&gen, self.sessions.as_deref(), &self.metrics, session).await;
+            return from_reply(reply);
+        }
         match path.as_str() {
             "/healthz" => json(200, serde_json::json!({"status": "ok"})),
             "/readyz" => {
@@ -49,15 +74,21 @@ impl ServeHttp for AdminApp {
                     .iter()
                     .filter(|u| u.targets.iter().any(|t| t.is_healthy()))
                     .count();
-                let ready = healthy_pools == gen.upstreams.len();
-                json(
-                    if ready { 200 } else { 503 },
-                    serde_json::json!({
-                        "status": if ready { "ready" } else { "not_ready" },
-                        "upstreams_with_healthy_targets": healthy_pools,
-                        "upstreams": gen.upstreams.len(),
-                    }),
-                )
+                let store = match (&gen.sessions, &self.sessions) {
+                    (None, _) => None,
+                    (Some(_), Some(s)) if s.is_available() => Some("available"),
+                    (Some(_), _) => Some("unavailable"),
+                };
+                let ready = healthy_pools == gen.upstreams.len() && store != Some("unavailable");
+                let mut body = serde_json::json!({
+                    "status": if ready { "ready" } else { "not_ready" },
+                    "upstreams_with_healthy_targets": healthy_pools,
+                    "upstreams": gen.upstreams.len(),
+                });
+                if let Some(store) = store {
+                    body["session_store"] = store.into();
+                }
+                json(if ready { 200 } else { 503 }, body)
             }
             "/metrics" => respond(200, "text/plain; version=0.0.4", self.metrics.render()),
             _ => json(

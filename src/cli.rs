@@ -34,6 +34,8 @@ pub enum Command {
     Run(ConfigArg),
     /// Validate a config without starting; exit status 0 when it is valid.
     Check(ConfigArg),
+    /// Apply the session-store migrations of `sessions.store` and exit.
+    Migrate(ConfigArg),
     /// Access-token helpers for development.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -75,6 +77,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(c) => run(c.config),
         Command::Check(c) => check(c.config),
+        Command::Migrate(c) => migrate(c.config),
         Command::Token(TokenCommand::Mint {
             config,
             sub,
@@ -135,6 +138,49 @@ fn check(path: PathBuf) -> ExitCode {
                 path.display(),
                 if n == 1 { "" } else { "s" }
             );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate(path: PathBuf) -> ExitCode {
+    let generation = match config::load(&path) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(settings) = &generation.sessions else {
+        eprintln!(
+            "{}: has no `sessions` section, so there is no store to migrate",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let store = crate::session::store::redact_url(&settings.store_url);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let s =
+            crate::session::service::open_store(&settings.store_url, settings.pool, true).await?;
+        Ok::<_, crate::session::store::StoreError>(s.engine())
+    });
+    match result {
+        Ok(engine) => {
+            println!("{store}: migrations applied ({engine})");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{store}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -48,4 +48,8 @@ pub struct Generation {
     pub upstreams: Vec<Arc<Upstream>>,
     pub max_body_size: usize,
     pub max_header_size: usize,
+    /// The `/api/auth` session settings; `None` without a `sessions` section.
+    pub sessions: Option<Arc<crate::session::SessionSettings>>,
+    /// `GET /.well-known/jwks.json`, serialized once.
+    pub jwks: Option<serde_json::Value>,
 }

@@ -5,6 +5,7 @@
 //! identity to unchanged backends. See `DESIGN.md` for the architecture; the
 //! request path lives in [`proxy`], configuration in [`config`].
 
+pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod config;

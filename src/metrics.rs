@@ -3,9 +3,28 @@
 //! codes) and never carry a subject, token or path.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::session::store::RevokeReason;
+
+/// Results of `POST /refresh` (the `result` label of `auth_refresh_total`).
+pub const REFRESH_RESULTS: [&str; 10] = [
+    "ok",
+    "grace_replay",
+    "invalid",
+    "expired",
+    "revoked",
+    "reused",
+    "bad_request",
+    "rate_limited",
+    "unavailable",
+    "error",
+];
+
+/// Scopes of `auth_logout_total`.
+pub const LOGOUT_SCOPES: [&str; 3] = ["session", "all", "single"];
 
 /// All metrics the gateway exports.
 pub struct Metrics {
@@ -18,6 +37,13 @@ pub struct Metrics {
     pub upstream_health: IntGaugeVec,
     pub plugin_invocations: IntCounterVec,
     pub plugin_duration: HistogramVec,
+    pub auth_refresh: IntCounterVec,
+    pub auth_logout: IntCounterVec,
+    pub sessions_created: IntCounter,
+    pub sessions_revoked: IntCounterVec,
+    pub sessions_active: IntGauge,
+    pub refresh_token_reuse_detected: IntCounter,
+    pub revocation_propagation: Histogram,
 }
 
 impl Metrics {
@@ -104,6 +130,55 @@ impl Metrics {
             &["plugin"],
         )
         .expect("static metric definition");
+        let auth_refresh = IntCounterVec::new(
+            Opts::new(
+                "auth_refresh_total",
+                "Refresh-token exchanges by result (ok, grace_replay, invalid, expired, revoked, reused, bad_request, rate_limited, unavailable, error)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let auth_logout = IntCounterVec::new(
+            Opts::new(
+                "auth_logout_total",
+                "Logouts by scope: session (POST /logout), all (POST /logout-all), single (DELETE /sessions/{id})",
+            ),
+            &["scope"],
+        )
+        .expect("static metric definition");
+        let sessions_created = IntCounter::new(
+            "sessions_created_total",
+            "Sessions opened (login interception or admin API)",
+        )
+        .expect("static metric definition");
+        let sessions_revoked = IntCounterVec::new(
+            Opts::new(
+                "sessions_revoked_total",
+                "Sessions revoked by this node, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let sessions_active = IntGauge::new(
+            "sessions_active",
+            "Sessions neither revoked nor expired (refreshed by the cleanup job)",
+        )
+        .expect("static metric definition");
+        let refresh_token_reuse_detected = IntCounter::new(
+            "refresh_token_reuse_detected_total",
+            "Rotated refresh tokens presented after the grace window (the session was revoked)",
+        )
+        .expect("static metric definition");
+        let revocation_propagation = Histogram::with_opts(
+            HistogramOpts::new(
+                "revocation_propagation_seconds",
+                "Time from a revocation on another node to this node rejecting its access tokens",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -113,11 +188,28 @@ impl Metrics {
             Box::new(upstream_health.clone()),
             Box::new(plugin_invocations.clone()),
             Box::new(plugin_duration.clone()),
+            Box::new(auth_refresh.clone()),
+            Box::new(auth_logout.clone()),
+            Box::new(sessions_created.clone()),
+            Box::new(sessions_revoked.clone()),
+            Box::new(sessions_active.clone()),
+            Box::new(refresh_token_reuse_detected.clone()),
+            Box::new(revocation_propagation.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
+        }
+        // Pre-register the fixed label values so dashboards and alerts see 0, not "no data".
+        for result in REFRESH_RESULTS {
+            auth_refresh.with_label_values(&[result]);
+        }
+        for scope in LOGOUT_SCOPES {
+            auth_logout.with_label_values(&[scope]);
+        }
+        for reason in RevokeReason::ALL {
+            sessions_revoked.with_label_values(&[reason.as_str()]);
         }
         Metrics {
             registry,
@@ -129,6 +221,13 @@ impl Metrics {
             upstream_health,
             plugin_invocations,
             plugin_duration,
+            auth_refresh,
+            auth_logout,
+            sessions_created,
+            sessions_revoked,
+            sessions_active,
+            refresh_token_reuse_detected,
+            revocation_propagation,
         }
     }
 

@@ -8,23 +8,46 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::access::{extract_token, rejection_reply};
 use crate::generation::Generation;
-use crate::jwt::{Rejection, VerifiedToken};
+use crate::jwt::VerifiedToken;
 use crate::metrics::Metrics;
 use crate::plugin::{HeaderChange, InvocationResult, Outcome, RequestMeta};
-use crate::reply::{bearer_challenge, Reply};
+use crate::reply::Reply;
 use crate::route::{check_path, AuthMode};
+use crate::session::handlers::AuthApi;
+use crate::session::SessionService;
 
 /// The gateway: reads the current generation on every request.
 pub struct Gateway {
     pub state: Arc<ArcSwap<Generation>>,
     pub metrics: Arc<Metrics>,
+    /// The session store and revoked set; `None` without a `sessions` section.
+    pub sessions: Option<Arc<SessionService>>,
+    /// Upstream connections of login routes (the gateway sends those itself).
+    pub login_connector: Connector,
+}
+
+impl Gateway {
+    pub fn new(
+        state: Arc<ArcSwap<Generation>>,
+        metrics: Arc<Metrics>,
+        sessions: Option<Arc<SessionService>>,
+    ) -> Gateway {
+        Gateway {
+            state,
+            metrics,
+            sessions,
+            login_connector: Connector::new(None),
+        }
+    }
 }
 
 /// How the auth step ended, for metrics and the access log.
@@ -61,10 +84,15 @@ pub struct RequestCtx {
     target: Option<String>,
     /// Header changes decided by the route's plugin chain.
     header_changes: Vec<HeaderChange>,
+    /// Set when the gateway answered a built-in route (`session_api`, `jwks`).
+    builtin: Option<&'static str>,
 }
 
 impl RequestCtx {
     fn route_name(&self) -> &str {
+        if let Some(name) = self.builtin {
+            return name;
+        }
         match (&self.generation, self.route) {
             (Some(g), Some(i)) => g.router.get(i).map(|r| &*r.name).unwrap_or("none"),
             _ => "none",
@@ -72,28 +100,8 @@ impl RequestCtx {
     }
 }
 
-/// Token from `Authorization: Bearer <t>` (scheme case-insensitive) or the cookie.
-fn extract_token<'a>(req: &'a RequestHeader, cookie: Option<&str>) -> Option<&'a str> {
-    if let Some(value) = req.headers.get(http::header::AUTHORIZATION) {
-        let value = value.to_str().ok()?.trim();
-        let (scheme, rest) = value.split_once(' ')?;
-        if scheme.eq_ignore_ascii_case("bearer") {
-            let token = rest.trim();
-            return (!token.is_empty()).then_some(token);
-        }
-        return None;
-    }
-    let name = cookie?;
-    req.headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
-}
+/// Path of the public key set.
+const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 impl Gateway {
     /// Auth step of `request_filter`: `Err(reply)` when the request must stop here.
@@ -110,17 +118,13 @@ impl Gateway {
         if route.auth == AuthMode::None {
             return Ok(());
         }
-        let token = extract_token(req, gen.token_sources.cookie.as_deref());
-        let verdict = match (token, &gen.verifier) {
-            (None, _) if route.auth == AuthMode::Optional => {
-                ctx.auth = AuthOutcome::Anonymous;
-                return Ok(());
-            }
-            (None, _) => Err(Rejection::Missing),
-            // compile() refuses token routes without keys; keep failing closed.
-            (Some(_), None) => Err(Rejection::UnknownKid),
-            (Some(t), Some(v)) => v.verify(t),
-        };
+        let token = extract_token(&req.headers, gen.token_sources.cookie.as_deref());
+        if token.is_none() && route.auth == AuthMode::Optional {
+            ctx.auth = AuthOutcome::Anonymous;
+            return Ok(());
+        }
+        let revoked = self.sessions.as_ref().map(|s| &*s.revoked);
+        let verdict = crate::access::check(gen, revoked, token);
         let labels = |result: &str, reason: &str| {
             self.metrics
                 .jwt_validations
@@ -152,24 +156,7 @@ impl Gateway {
             Err(rejection) => {
                 labels("fail", rejection.reason());
                 ctx.auth = AuthOutcome::Rejected(rejection.reason());
-                let description = rejection.description();
-                let (code, challenge) = match rejection {
-                    Rejection::Missing => ("missing_token", bearer_challenge(None)),
-                    Rejection::Expired => (
-                        "token_expired",
-                        bearer_challenge(Some(("invalid_token", &description))),
-                    ),
-                    _ => (
-                        "invalid_token",
-                        bearer_challenge(Some(("invalid_token", &description))),
-                    ),
-                };
-                let message = match rejection {
-                    Rejection::Missing => "Access token is required".to_owned(),
-                    Rejection::Expired => "Invalid or expired token".to_owned(),
-                    _ => format!("Invalid token: {description}"),
-                };
-                Err(Reply::error(401, code, message).with_header("www-authenticate", challenge))
+                Err(rejection_reply(&rejection))
             }
         }
     }
@@ -260,6 +247,7 @@ impl ProxyHttp for Gateway {
             identity: None,
             target: None,
             header_changes: Vec::new(),
+            builtin: None,
         }
     }
 
@@ -301,6 +289,30 @@ impl ProxyHttp for Gateway {
                 .await?;
             return Ok(true);
         }
+        if path == JWKS_PATH && req.method == http::Method::GET {
+            if let Some(jwks) = &gen.jwks {
+                ctx.builtin = Some("jwks");
+                Reply::ok(200, jwks.clone())
+                    .with_header("cache-control", "public, max-age=300")
+                    .send(session, &ctx.request_id)
+                    .await?;
+                return Ok(true);
+            }
+        }
+        if let Some(settings) = gen.sessions.clone() {
+            if let Some(endpoint) = settings.endpoint(path) {
+                ctx.builtin = Some("session_api");
+                let api = AuthApi {
+                    gen: &gen,
+                    settings: &settings,
+                    service: self.sessions.as_deref(),
+                    metrics: &self.metrics,
+                };
+                let reply = api.handle(endpoint, session).await;
+                reply.send(session, &ctx.request_id).await?;
+                return Ok(true);
+            }
+        }
         let host = request_host(req);
         let Some((idx, _)) = gen.router.find(host.as_deref(), path, &req.method) else {
             let msg = format!("No route for {} {}", req.method, path);
@@ -318,6 +330,16 @@ impl ProxyHttp for Gateway {
         if let Err(reply) = self.run_plugins(&gen, idx, session.req_header(), host.as_deref(), ctx)
         {
             reply.send(session, &ctx.request_id).await?;
+            return Ok(true);
+        }
+        let login = gen.router.get(idx).and_then(|r| r.login.clone());
+        if let Some(capture) = login {
+            if let Err(reply) = self
+                .intercept_login(session, &gen, idx, &capture, ctx)
+                .await
+            {
+                reply.send(session, &ctx.request_id).await?;
+            }
             return Ok(true);
         }
         Ok(false)
@@ -362,68 +384,13 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let (Some(gen), Some(idx)) = (&ctx.generation, ctx.route) else {
-            return Ok(());
-        };
-        let Some(route) = gen.router.get(idx) else {
-            return Ok(());
-        };
-        if route.strip_prefix.is_some() || route.add_prefix.is_some() {
-            let path = route.upstream_path(upstream.uri.path()).into_owned();
-            let uri = match upstream.uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path,
-            };
-            let uri = uri.parse::<http::Uri>().map_err(|e| {
-                Error::because(
-                    ErrorType::InternalError,
-                    "rewritten path is not a valid URI",
-                    e,
-                )
-            })?;
-            upstream.set_uri(uri);
-        }
-        if !route.forward_authorization {
-            upstream.remove_header(&http::header::AUTHORIZATION);
-        }
-        if route.plugins.is_empty() {
-            // Routes without a plugin chain still tell the upstream who called.
-            if let Some(sub) = ctx
-                .identity
-                .as_ref()
-                .and_then(|i| i.sub.as_deref())
-                .filter(|s| valid_header_value(s))
-            {
-                upstream.insert_header("x-user-id", sub)?;
-            }
-        }
-        for change in ctx.header_changes.drain(..) {
-            match change {
-                HeaderChange::Set(name, value) => upstream.insert_header(name, value)?,
-                HeaderChange::Append(name, value) => {
-                    upstream.append_header(name, value)?;
-                }
-                HeaderChange::Remove(name) => {
-                    upstream.remove_header(&name);
-                }
-            }
-        }
-        upstream.insert_header(gen.headers.request_id.clone(), ctx.request_id.as_str())?;
-        let client_ip = match session.client_addr() {
-            Some(PingoraAddr::Inet(a)) => a.ip().to_string(),
-            _ => "unknown".to_owned(),
-        };
-        upstream.insert_header("x-forwarded-for", client_ip)?;
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        if let Some(host) = session
+        let client_ip = client_ip(session);
+        let host = session
             .req_header()
             .headers
             .get(http::header::HOST)
-            .cloned()
-        {
-            upstream.insert_header("x-forwarded-host", host)?;
-        }
-        Ok(())
+            .cloned();
+        self.prepare_upstream_request(upstream, client_ip, host, ctx)
     }
 
     /// Echoes the request id to the client.
@@ -547,4 +514,188 @@ fn request_host(req: &RequestHeader) -> Option<String> {
 
 fn valid_header_value(v: &str) -> bool {
     !v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+impl Gateway {
+    /// What `upstream_request_filter` does to the request sent upstream:
+    /// path rewrite, identity headers, request id, forwarding headers. Also
+    /// used by login routes, which the gateway sends itself.
+    fn prepare_upstream_request(
+        &self,
+        upstream: &mut RequestHeader,
+        client_ip: String,
+        host: Option<http::HeaderValue>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(gen), Some(idx)) = (&ctx.generation, ctx.route) else {
+            return Ok(());
+        };
+        let Some(route) = gen.router.get(idx) else {
+            return Ok(());
+        };
+        if route.strip_prefix.is_some() || route.add_prefix.is_some() {
+            let path = route.upstream_path(upstream.uri.path()).into_owned();
+            let uri = match upstream.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let uri = uri.parse::<http::Uri>().map_err(|e| {
+                Error::because(
+                    ErrorType::InternalError,
+                    "rewritten path is not a valid URI",
+                    e,
+                )
+            })?;
+            upstream.set_uri(uri);
+        }
+        if !route.forward_authorization {
+            upstream.remove_header(&http::header::AUTHORIZATION);
+        }
+        if route.plugins.is_empty() {
+            // Routes without a plugin chain still tell the upstream who called.
+            if let Some(sub) = ctx
+                .identity
+                .as_ref()
+                .and_then(|i| i.sub.as_deref())
+                .filter(|s| valid_header_value(s))
+            {
+                upstream.insert_header("x-user-id", sub)?;
+            }
+        }
+        for change in ctx.header_changes.drain(..) {
+            match change {
+                HeaderChange::Set(name, value) => upstream.insert_header(name, value)?,
+                HeaderChange::Append(name, value) => {
+                    upstream.append_header(name, value)?;
+                }
+                HeaderChange::Remove(name) => {
+                    upstream.remove_header(&name);
+                }
+            }
+        }
+        upstream.insert_header(gen.headers.request_id.clone(), ctx.request_id.as_str())?;
+        upstream.insert_header("x-forwarded-for", client_ip)?;
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some(host) = host {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        Ok(())
+    }
+
+    /// Login interception: forwards the request to the route's upstream,
+    /// and on a 2xx JSON answer opens a session and hands out the gateway's
+    /// tokens. Writes the answer itself; `Err` is an answer to send instead.
+    async fn intercept_login(
+        &self,
+        session: &mut Session,
+        gen: &Arc<Generation>,
+        route_idx: usize,
+        capture: &crate::session::LoginCapture,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Reply> {
+        let internal = |what: &str, e: pingora::BError| {
+            tracing::error!(error = %e, "login route: {what}");
+            Reply::error(500, "internal_error", "Internal gateway error")
+        };
+        let (Some(settings), Some(route)) = (gen.sessions.as_deref(), gen.router.get(route_idx))
+        else {
+            return Err(Reply::error(
+                500,
+                "internal_error",
+                "Internal gateway error",
+            ));
+        };
+        let body = crate::session::request::read_body(session, gen.max_body_size).await?;
+        let pool = &gen.upstreams[route.upstream];
+        let target = pool.pick().ok_or_else(|| {
+            Reply::error(
+                503,
+                "upstream_unavailable",
+                "No healthy upstream is available",
+            )
+        })?;
+        ctx.target = Some(target.label.clone());
+        let mut peer = HttpPeer::new(target.addr, false, String::new());
+        peer.options.connection_timeout = Some(pool.connect_timeout);
+        peer.options.read_timeout = Some(pool.read_timeout);
+        peer.options.write_timeout = Some(pool.write_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+
+        let mut request = session.req_header().clone();
+        request.remove_header(&http::header::TRANSFER_ENCODING);
+        request.remove_header(&http::header::CONNECTION);
+        request
+            .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
+            .map_err(|e| internal("content-length", e))?;
+        let ip = client_ip(session);
+        let host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .cloned();
+        self.prepare_upstream_request(&mut request, ip.clone(), host, ctx)
+            .map_err(|e| internal("preparing the upstream request", e))?;
+        let answer =
+            crate::session::login::forward(&self.login_connector, &peer, request, body.clone())
+                .await?;
+
+        let mut header = answer.header;
+        let mut out_body = answer.body;
+        let is_json = header
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+        if header.status.is_success() && is_json {
+            let api = AuthApi {
+                gen,
+                settings,
+                service: self.sessions.as_deref(),
+                metrics: &self.metrics,
+            };
+            let user_agent = crate::session::request::user_agent(&session.req_header().headers);
+            let (rewritten, cookie) = api
+                .open_session_from_login(capture, &body, &out_body, user_agent, Some(ip))
+                .await?;
+            out_body = rewritten;
+            let set = |h: &mut ResponseHeader, name: &'static str, value: String| {
+                h.insert_header(name, value)
+                    .map_err(|e| internal("answer header", e))
+            };
+            set(&mut header, "cache-control", "no-store".to_owned())?;
+            if let Some(cookie) = cookie {
+                header
+                    .append_header("set-cookie", cookie)
+                    .map_err(|e| internal("answer header", e))?;
+            }
+        }
+        header.remove_header(&http::header::TRANSFER_ENCODING);
+        header.remove_header(&http::header::CONNECTION);
+        header
+            .insert_header(http::header::CONTENT_LENGTH, out_body.len().to_string())
+            .map_err(|e| internal("answer header", e))?;
+        header
+            .insert_header("x-request-id", ctx.request_id.as_str())
+            .map_err(|e| internal("answer header", e))?;
+        let write = async {
+            session
+                .write_response_header(Box::new(header), false)
+                .await?;
+            session
+                .write_response_body(Some(bytes::Bytes::from(out_body)), true)
+                .await
+        };
+        if let Err(e) = write.await {
+            tracing::debug!(error = %e, "login route: the client went away");
+        }
+        Ok(())
+    }
+}
+
+/// The client's address as forwarded upstream.
+fn client_ip(session: &Session) -> String {
+    match session.client_addr() {
+        Some(PingoraAddr::Inet(a)) => a.ip().to_string(),
+        _ => "unknown".to_owned(),
+    }
 }

@@ -24,6 +24,15 @@ impl Reply {
         }
     }
 
+    /// A success answer with `body` as is.
+    pub fn ok(status: u16, body: Value) -> Reply {
+        Reply {
+            status,
+            body,
+            headers: Vec::new(),
+        }
+    }
+
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
         self

@@ -107,6 +107,8 @@ pub struct Route {
     pub forward_authorization: bool,
     /// Wasm plugins run after authentication, in order.
     pub plugins: PluginChain,
+    /// Login interception: open a session from the upstream's 2xx answer.
+    pub login: Option<Arc<crate::session::LoginCapture>>,
 }
 
 impl Route {

@@ -16,6 +16,7 @@ use crate::config;
 use crate::generation::Generation;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
+use crate::session::SessionService;
 use crate::upstream::spawn_health_checks;
 
 /// Reloads on SIGHUP and owns the health-check tasks of the live generation.
@@ -23,6 +24,7 @@ pub struct Supervisor {
     pub config_path: PathBuf,
     pub state: Arc<ArcSwap<Generation>>,
     pub metrics: Arc<Metrics>,
+    pub sessions: Option<Arc<SessionService>>,
 }
 
 impl Supervisor {
@@ -40,6 +42,15 @@ impl Supervisor {
                 }
                 if next.log != current.log {
                     tracing::warn!("log settings changed; they apply after a restart");
+                }
+                match (&self.sessions, &next.sessions) {
+                    (Some(service), Some(s)) if !service.serves(&s.store_url) => tracing::warn!(
+                        "sessions.store changed; the gateway keeps using the store it started with until a restart"
+                    ),
+                    (None, Some(_)) => tracing::warn!(
+                        "a `sessions` section was added; the session routes answer 503 until a restart opens the store"
+                    ),
+                    _ => {}
                 }
                 self.state.store(Arc::new(next));
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
@@ -111,6 +122,28 @@ pub fn run(config_path: PathBuf, first: Generation) -> ! {
         }
     }
 
+    let sessions = match &state.load().sessions {
+        None => None,
+        Some(settings) => match SessionService::start(settings, metrics.clone()) {
+            Ok(service) => {
+                tracing::info!(
+                    engine = service.engine(),
+                    store = %crate::session::store::redact_url(&settings.store_url),
+                    "session store ready"
+                );
+                service.spawn_background(state.clone());
+                Some(service)
+            }
+            Err(e) => {
+                tracing::error!(
+                    store = %crate::session::store::redact_url(&settings.store_url),
+                    "cannot open the session store: {e}; check `sessions.store` and that the database is up"
+                );
+                std::process::exit(1);
+            }
+        },
+    };
+
     let conf = ServerConf {
         threads: listeners.threads,
         grace_period_seconds: Some(listeners.grace_period.as_secs()),
@@ -120,10 +153,7 @@ pub fn run(config_path: PathBuf, first: Generation) -> ! {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let gateway = Gateway {
-        state: state.clone(),
-        metrics: metrics.clone(),
-    };
+    let gateway = Gateway::new(state.clone(), metrics.clone(), sessions.clone());
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -134,6 +164,7 @@ pub fn run(config_path: PathBuf, first: Generation) -> ! {
     let admin_app = AdminApp {
         state: state.clone(),
         metrics: metrics.clone(),
+        sessions: sessions.clone(),
     };
     let mut admin = Service::new(
         "portcullis admin".to_owned(),
@@ -148,6 +179,7 @@ pub fn run(config_path: PathBuf, first: Generation) -> ! {
             config_path,
             state,
             metrics,
+            sessions,
         },
     );
     server.add_service(proxy);

@@ -11,8 +11,8 @@ use http::Method;
 use serde_saphyr::Spanned;
 
 use super::raw::{
-    AuthMode, PluginIsolation, PluginOnError, RawConfig, RawJwt, RawKey, RawPlugin, RawRoute,
-    RawUpstream,
+    AuthMode, PluginIsolation, PluginOnError, RawConfig, RawJwt, RawKey, RawLogin, RawPlugin,
+    RawRoute, RawSessions, RawUpstream,
 };
 use super::{ConfigError, Diagnostic};
 use crate::generation::{Generation, Listeners, LogSettings, TokenSources};
@@ -22,6 +22,10 @@ use crate::plugin::{
     CompiledPlugin, Isolation, Limits, OnError, PluginChain, PluginHost, PluginSpec,
 };
 use crate::route::{PathMatch, Requirement, Route, Router, Rule};
+use crate::session::ratelimit::RateLimiter;
+use crate::session::refresh_token::RefreshTokens;
+use crate::session::store::PoolSettings;
+use crate::session::{CookieSettings, LoginCapture, SessionSettings};
 use crate::upstream::{HealthCheck, Target, Upstream};
 
 /// Collects diagnostics against one file.
@@ -177,7 +181,7 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
                 None => ck.at(&r.name, msg),
             }
         }
-        if let Some(route) = compile_route(
+        if let Some(mut route) = compile_route(
             &mut ck,
             r,
             &upstream_index,
@@ -185,6 +189,15 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
             &plugins,
             &raw.plugins,
         ) {
+            if let Some(login) = &r.login {
+                if raw.sessions.is_none() {
+                    ck.at(
+                        login,
+                        format!("route `{}` has a `login` block but there is no `sessions` section: add `sessions` (store, refresh_secret) or remove `login`", route.name),
+                    );
+                }
+                route.login = compile_login(&mut ck, &route.name, &login.value).map(Arc::new);
+            }
             for (earlier, earlier_span) in routes.iter().zip(&route_spans) {
                 if shadows(earlier, &route) {
                     ck.at(
@@ -205,6 +218,13 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
             route_spans.push(spanned);
         }
     }
+    let sessions = raw
+        .sessions
+        .as_ref()
+        .and_then(|s| compile_sessions(&mut ck, s, raw.jwt.as_ref(), verifier.as_ref()))
+        .map(Arc::new);
+    let jwks = verifier.as_ref().map(|v| crate::jwt::jwk_set(v.keys()));
+
     if raw.routes.is_empty() {
         ck.general("no routes are configured: every request would get 404; add at least one entry under `routes`");
     }
@@ -224,6 +244,8 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
         upstreams,
         max_body_size: raw.limits.max_body_size.map(|b| b.0).unwrap_or(64 * 1024),
         max_header_size: raw.limits.max_header_size.map(|b| b.0).unwrap_or(32 * 1024),
+        sessions,
+        jwks,
     })
 }
 
@@ -654,6 +676,236 @@ fn compile_route(
         add_prefix: r.add_prefix.as_ref().map(|p| p.value.clone()),
         requirements,
         forward_authorization: r.forward_authorization.unwrap_or(true),
+        login: None,
+    })
+}
+
+/// A JSON pointer as RFC 6901 writes it: empty or starting with `/`.
+fn check_pointer(ck: &mut Checker, span: &Spanned<String>, what: &str) -> bool {
+    let ok = span.value.starts_with('/');
+    if !ok {
+        ck.at(
+            span,
+            format!(
+                "{what} `{}` is not a JSON pointer: write it like `/user/id`",
+                span.value
+            ),
+        );
+    }
+    ok
+}
+
+fn compile_login(ck: &mut Checker, route: &str, raw: &RawLogin) -> Option<LoginCapture> {
+    let mut ok = check_pointer(ck, &raw.subject, &format!("route `{route}`: login subject"));
+    let mut claims = Vec::new();
+    for (name, pointer) in &raw.claims {
+        ok &= check_pointer(
+            ck,
+            pointer,
+            &format!("route `{route}`: login claim `{name}`"),
+        );
+        if RESERVED_CLAIMS.contains(&name.as_str()) {
+            ck.at(
+                pointer,
+                format!("route `{route}`: claim `{name}` is set by the gateway itself; capture it under another name"),
+            );
+            ok = false;
+        }
+        claims.push((name.clone(), pointer.value.clone()));
+    }
+    if let Some(d) = &raw.device_info {
+        ok &= check_pointer(ck, d, &format!("route `{route}`: login device_info"));
+    }
+    ok.then(|| LoginCapture {
+        subject: raw.subject.value.clone(),
+        claims,
+        device_info: raw.device_info.as_ref().map(|d| d.value.clone()),
+    })
+}
+
+/// Claims every minted access token carries; login blocks cannot capture them.
+const RESERVED_CLAIMS: [&str; 7] = ["sub", "sid", "iat", "exp", "iss", "aud", "jti"];
+
+fn compile_sessions(
+    ck: &mut Checker,
+    spanned: &Spanned<RawSessions>,
+    jwt: Option<&RawJwt>,
+    verifier: Option<&Verifier>,
+) -> Option<SessionSettings> {
+    let raw = &spanned.value;
+    let mut ok = true;
+    match verifier {
+        Some(v) if v.keys().signing_key().is_some_and(|k| k.encoding.is_some()) => {}
+        Some(_) => {
+            ck.at(spanned, "`sessions` mints access tokens but no key in `jwt.keys` has `sign: true` (with a private key for asymmetric algorithms): mark the signing key");
+            ok = false;
+        }
+        None => {
+            ck.at(spanned, "`sessions` mints access tokens but there is no `jwt` section: add `jwt.keys` with one `sign: true` key");
+            ok = false;
+        }
+    }
+    let store_url = match raw.store.value.strip_prefix("sqlite:") {
+        Some("") => {
+            ck.at(
+                &raw.store,
+                "`sqlite:` needs a file path, e.g. `sqlite:data/portcullis.db`",
+            );
+            ok = false;
+            String::new()
+        }
+        Some(path) if path.starts_with(':') || Path::new(path).is_absolute() => {
+            raw.store.value.clone()
+        }
+        Some(path) => format!("sqlite:{}", ck.base_dir.join(path).display()),
+        None if raw.store.value.starts_with("postgres://")
+            || raw.store.value.starts_with("postgresql://") =>
+        {
+            raw.store.value.clone()
+        }
+        None => {
+            ck.at(
+                &raw.store,
+                format!(
+                    "session store `{}` is not supported: use `sqlite:PATH` or `postgres://user:password@host/database`",
+                    crate::session::store::redact_url(&raw.store.value)
+                ),
+            );
+            ok = false;
+            String::new()
+        }
+    };
+    let base_path = match &raw.base_path {
+        Some(p) => {
+            let trimmed = p.value.trim_end_matches('/');
+            if !p.value.starts_with('/') || trimmed.is_empty() || p.value.contains(['?', '#', ' '])
+            {
+                ck.at(
+                    p,
+                    format!("`base_path` `{}` must be a path like `/api/auth`", p.value),
+                );
+                ok = false;
+            }
+            trimmed.to_owned()
+        }
+        None => "/api/auth".to_owned(),
+    };
+    if raw.refresh_secret.value.len() < 32 {
+        ck.at(
+            &raw.refresh_secret,
+            "`refresh_secret` is shorter than 32 bytes: use 256 random bits (`portcullis secret` prints one)",
+        );
+        ok = false;
+    }
+    if let Some(keys) = jwt.map(|j| &j.keys) {
+        let shared = keys
+            .iter()
+            .filter_map(|k| k.value.secret.as_ref())
+            .any(|s| s.value == raw.refresh_secret.value);
+        if shared {
+            ck.at(&raw.refresh_secret, "`refresh_secret` equals an access-token key's secret: use a separate secret so one leak does not expose both");
+            ok = false;
+        }
+    }
+    let d = |v: Option<crate::config::units::HumanDuration>, default: u64| {
+        v.map(|d| d.0).unwrap_or(Duration::from_secs(default))
+    };
+    let access_ttl = d(raw.access_token_ttl, 15 * 60);
+    let refresh_ttl = d(raw.refresh_token_ttl, 7 * 24 * 3600);
+    if access_ttl.is_zero() || refresh_ttl.is_zero() {
+        ck.at(
+            spanned,
+            "`access_token_ttl` and `refresh_token_ttl` must be longer than zero",
+        );
+        ok = false;
+    }
+    let cookie = raw.cookie.as_ref().and_then(|c| {
+        let c = &c.value;
+        let name = c.name.as_ref().map(|n| n.value.clone()).unwrap_or_else(|| "portcullis_refresh".into());
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            if let Some(n) = &c.name {
+                ck.at(n, format!("`{name}` is not a usable cookie name: use letters, digits, `-`, `_` or `.`"));
+            }
+            return None;
+        }
+        let csrf_header = match &c.csrf_header {
+            Some(h) => match HeaderName::from_bytes(h.value.trim().as_bytes()) {
+                Ok(h) => h,
+                Err(_) => {
+                    ck.at(h, format!("`{}` is not a valid header name", h.value));
+                    return None;
+                }
+            },
+            None => HeaderName::from_static("x-csrf-protection"),
+        };
+        Some(CookieSettings {
+            name,
+            secure: c.secure.unwrap_or(true),
+            csrf_header,
+            allowed_origins: c
+                .allowed_origins
+                .iter()
+                .map(|o| o.value.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+        })
+    });
+    if raw.cookie.is_some() && cookie.is_none() {
+        ok = false;
+    }
+    let admin_token_hash = raw.admin_token.as_ref().and_then(|t| {
+        if t.value.len() < 16 {
+            ck.at(t, "`admin_token` is shorter than 16 characters: use a long random value (`portcullis secret`)");
+            None
+        } else {
+            Some(crate::session::store::hash_refresh_token(&t.value))
+        }
+    });
+    if raw.admin_token.is_some() && admin_token_hash.is_none() {
+        ok = false;
+    }
+    let window = d(raw.rate_limit.window, 60);
+    if window.is_zero() {
+        ck.at(spanned, "`rate_limit.window` must be longer than zero");
+        ok = false;
+    }
+    let defaults = PoolSettings::default();
+    let first = |v: Option<&Spanned<super::raw::OneOrMany>>| {
+        v.and_then(|v| v.value.clone().into_vec().into_iter().next())
+    };
+    ok.then(|| SessionSettings {
+        store_url,
+        migrate: raw.migrate.unwrap_or(true),
+        base_path,
+        access_ttl,
+        refresh_ttl,
+        rotation: raw.rotation.unwrap_or(true),
+        reuse_grace: d(raw.reuse_grace, 10),
+        refresh_tokens: RefreshTokens::new(raw.refresh_secret.value.as_bytes().to_vec()),
+        per_ip: RateLimiter::new(raw.rate_limit.per_ip.unwrap_or(60), window),
+        per_token: RateLimiter::new(raw.rate_limit.per_token.unwrap_or(10), window),
+        cookie,
+        admin_token_hash,
+        cleanup_interval: d(raw.cleanup_interval, 600).max(Duration::from_secs(1)),
+        revocation_poll_interval: d(raw.revocation_poll_interval, 10)
+            .max(Duration::from_millis(100)),
+        pool: PoolSettings {
+            max_connections: raw
+                .pool
+                .max_connections
+                .unwrap_or(defaults.max_connections)
+                .max(1),
+            acquire_timeout: raw
+                .pool
+                .acquire_timeout
+                .map(|d| d.0)
+                .unwrap_or(defaults.acquire_timeout),
+        },
+        issuer: first(jwt.and_then(|j| j.issuer.as_ref())),
+        audience: first(jwt.and_then(|j| j.audience.as_ref())),
+        leeway: jwt
+            .and_then(|j| j.leeway)
+            .map(|l| l.0)
+            .unwrap_or(Duration::from_secs(30)),
     })
 }
 

@@ -27,6 +27,72 @@ pub struct RawConfig {
     pub plugins: BTreeMap<String, Spanned<RawPlugin>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    /// The `/api/auth` session lifecycle; absent means no session routes.
+    pub sessions: Option<Spanned<RawSessions>>,
+}
+
+/// The `sessions` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessions {
+    /// `sqlite:PATH` (relative to the config file) or `postgres://…`.
+    pub store: Spanned<String>,
+    /// Apply migrations at start (default true).
+    pub migrate: Option<bool>,
+    pub base_path: Option<Spanned<String>>,
+    pub access_token_ttl: Option<HumanDuration>,
+    pub refresh_token_ttl: Option<HumanDuration>,
+    pub rotation: Option<bool>,
+    pub reuse_grace: Option<HumanDuration>,
+    /// HMAC key for refresh tokens, separate from the access-token keys.
+    pub refresh_secret: Spanned<String>,
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+    pub cookie: Option<Spanned<RawSessionCookie>>,
+    /// Bearer token of the admin session API; absent disables it.
+    pub admin_token: Option<Spanned<String>>,
+    pub cleanup_interval: Option<HumanDuration>,
+    pub revocation_poll_interval: Option<HumanDuration>,
+    #[serde(default)]
+    pub pool: RawPool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub per_ip: Option<u32>,
+    pub per_token: Option<u32>,
+    pub window: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessionCookie {
+    pub name: Option<Spanned<String>>,
+    pub secure: Option<bool>,
+    pub csrf_header: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allowed_origins: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub max_connections: Option<u32>,
+    pub acquire_timeout: Option<HumanDuration>,
+}
+
+/// A route's `login` block: where the subject and claims are in the backend's answer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    /// JSON pointer into the 2xx JSON answer, e.g. `/user/id`.
+    pub subject: Spanned<String>,
+    /// Claim name → JSON pointer into the answer.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Spanned<String>>,
+    /// JSON pointer into the request body; default: the User-Agent.
+    pub device_info: Option<Spanned<String>>,
 }
 
 /// A Wasm plugin as configured (ABI v1, see plugins/ABI.md).
@@ -213,6 +279,8 @@ pub struct RawRoute {
     /// Ordered plugin chain run after authentication.
     #[serde(default)]
     pub plugins: Vec<Spanned<String>>,
+    /// Login interception: open a session from the backend's 2xx answer.
+    pub login: Option<Spanned<RawLogin>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,11 +8,13 @@
 //! before any signature check, which closes the RS256→HS256 confusion attack.
 
 mod cache;
+pub mod jwks;
 mod keys;
 mod mint;
 mod verify;
 
 pub use cache::TokenCache;
+pub use jwks::jwk_set;
 pub use keys::{
     algorithm_name, parse_algorithm as parse_algorithm_name, Key, KeyError, KeyMaterial, KeySet,
 };

@@ -101,6 +101,8 @@ pub struct VerifiedToken {
     pub claims_json: Vec<u8>,
     pub sub: Option<String>,
     pub sid: Option<String>,
+    /// `sid` parsed as a session id (checked against the revoked set).
+    pub session_id: Option<uuid::Uuid>,
     /// `exp` as Unix seconds.
     pub exp: u64,
 }
@@ -261,6 +263,7 @@ impl Verifier {
         Ok(VerifiedToken {
             claims_json,
             sub: text("sub"),
+            session_id: text("sid").and_then(|s| uuid::Uuid::parse_str(&s).ok()),
             sid: text("sid"),
             exp,
             claims,

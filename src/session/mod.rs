@@ -1,4 +1,17 @@
-//! Session lifecycle: storage of sessions and refresh tokens, and (to come)
-//! the `/api/auth` handlers.
+//! Session lifecycle: the `/api/auth` routes the gateway answers itself,
+//! login interception, the admin session API, the in-memory revoked set, and
+//! the storage of sessions and refresh tokens behind [`store::SessionStore`].
 
+pub mod admin_api;
+pub mod handlers;
+pub mod login;
+pub mod ratelimit;
+pub mod refresh_token;
+pub mod request;
+pub mod revoked;
+pub mod service;
+pub mod settings;
 pub mod store;
+
+pub use service::SessionService;
+pub use settings::{CookieSettings, Endpoint, LoginCapture, SessionSettings};

@@ -1,0 +1,270 @@
+//! The admin session API on the admin listener, for trusted services:
+//! open a session for a subject (returns its tokens), list a subject's
+//! sessions, revoke one or all. Guarded by `sessions.admin_token`, compared
+//! in constant time through its SHA-256.
+
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Map, Value};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::handlers::{mint_access, session_json, store_failure, IssuedTokens};
+use super::request::{json_object, read_body, string_field, truncate};
+use super::store::{hash_refresh_token, NewSession, RevokeReason, Timestamp};
+use super::{SessionService, SessionSettings};
+use crate::generation::Generation;
+use crate::metrics::Metrics;
+use crate::reply::Reply;
+
+/// Path prefix of the admin session API.
+pub const PREFIX: &str = "/admin/sessions";
+
+/// Longest subject accepted (matches what login interception stores).
+const MAX_SUBJECT: usize = 256;
+
+/// Answers `/admin/sessions[/{id}]`.
+pub async fn handle(
+    gen: &Generation,
+    service: Option<&SessionService>,
+    metrics: &Metrics,
+    session: &mut ServerSession,
+) -> Reply {
+    let Some(settings) = gen.sessions.as_deref() else {
+        return Reply::error(
+            404,
+            "not_found",
+            "The admin session API needs a `sessions` section",
+        );
+    };
+    let Some(expected) = settings.admin_token_hash else {
+        return Reply::error(
+            404,
+            "not_found",
+            "The admin session API is disabled: set `sessions.admin_token`",
+        );
+    };
+    let presented =
+        crate::access::extract_token(&session.req_header().headers, None).map(hash_refresh_token);
+    let authorized = presented.is_some_and(|p| bool::from(p.ct_eq(&expected)));
+    if !authorized {
+        return Reply::error(401, "unauthorized", "A valid admin token is required")
+            .with_header("www-authenticate", r#"Bearer realm="portcullis-admin""#);
+    }
+    let Some(service) = service else {
+        return super::handlers::unavailable();
+    };
+    let path = session.req_header().uri.path().to_owned();
+    let method = session.req_header().method.clone();
+    let subject = query_param(session.req_header().uri.query().unwrap_or(""), "subject");
+    let rest = path.strip_prefix(PREFIX).unwrap_or("");
+    let result = match (method.as_str(), rest) {
+        ("POST", "") => create(gen, settings, service, metrics, session).await,
+        ("GET", "") => list(service, subject).await,
+        ("DELETE", "") => revoke_all(settings, service, subject).await,
+        ("DELETE", id) if id.len() > 1 => revoke_one(settings, service, &id[1..]).await,
+        _ => Err(Reply::error(
+            405,
+            "method_not_allowed",
+            "Use POST/GET/DELETE /admin/sessions or DELETE /admin/sessions/{id}",
+        )),
+    };
+    result.unwrap_or_else(|reply| reply)
+}
+
+fn required_subject(subject: Option<String>) -> Result<String, Reply> {
+    match subject {
+        Some(s) if !s.is_empty() && s.len() <= MAX_SUBJECT => Ok(s),
+        _ => Err(Reply::error(
+            400,
+            "invalid_subject",
+            format!("`subject` is required (1 to {MAX_SUBJECT} characters)"),
+        )),
+    }
+}
+
+async fn create(
+    gen: &Generation,
+    settings: &SessionSettings,
+    service: &SessionService,
+    metrics: &Metrics,
+    session: &mut ServerSession,
+) -> Result<Reply, Reply> {
+    let body = read_body(session, gen.max_body_size).await?;
+    let parsed = json_object(&session.req_header().headers, &body)?;
+    let subject = required_subject(string_field(parsed.as_ref(), "subject")?.map(str::to_owned))?;
+    let claims = match parsed.as_ref().and_then(|b| b.get("claims")) {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => {
+            return Err(Reply::error(
+                400,
+                "invalid_field",
+                "`claims` must be a JSON object",
+            ));
+        }
+    };
+    if let Some(reserved) = claims
+        .keys()
+        .find(|k| ["sub", "sid", "iat", "exp", "iss", "aud", "jti"].contains(&k.as_str()))
+    {
+        return Err(Reply::error(
+            400,
+            "invalid_field",
+            format!("claim `{reserved}` is set by the gateway itself"),
+        ));
+    }
+    let device_info = string_field(parsed.as_ref(), "deviceInfo")?.map(|d| truncate(d, 256));
+    let (refresh_token, refresh_hash) = settings.refresh_tokens.mint();
+    let now = Timestamp::now();
+    let new = NewSession {
+        id: None,
+        subject,
+        claims,
+        device_info,
+        user_agent: super::request::user_agent(&session.req_header().headers),
+        ip: super::request::client_ip(session),
+        refresh_hash,
+        session_ttl: settings.refresh_ttl,
+        now,
+    };
+    let stored = service
+        .call(move |s| async move { s.create_session(new).await })
+        .await
+        .map_err(|e| store_failure(&e))?;
+    metrics.sessions_created.inc();
+    let (access_token, expires_in) = mint_access(gen, settings, &stored, now)?;
+    let issued = IssuedTokens {
+        access_token,
+        expires_in,
+        refresh_token: refresh_token.clone(),
+    };
+    let mut data = issued.fields(settings);
+    // The admin caller always gets the refresh token, cookie mode or not.
+    data.insert("refreshToken".into(), refresh_token.into());
+    data.insert("sessionId".into(), json!(stored.id));
+    Ok(Reply::ok(
+        201,
+        json!({"success": true, "message": "Session created", "data": data}),
+    ))
+}
+
+async fn list(service: &SessionService, subject: Option<String>) -> Result<Reply, Reply> {
+    let subject = required_subject(subject)?;
+    let now = Timestamp::now();
+    let sessions = service
+        .call(move |s| async move { s.list_active_sessions(&subject, now).await })
+        .await
+        .map_err(|e| store_failure(&e))?;
+    let list: Vec<Value> = sessions.iter().map(|s| session_json(s, None)).collect();
+    Ok(Reply::ok(
+        200,
+        json!({"success": true, "data": {"count": list.len(), "sessions": list}}),
+    ))
+}
+
+async fn revoke_all(
+    settings: &SessionSettings,
+    service: &SessionService,
+    subject: Option<String>,
+) -> Result<Reply, Reply> {
+    let subject = required_subject(subject)?;
+    let now = Timestamp::now();
+    let ids = service
+        .call(move |s| async move {
+            s.revoke_all_for_subject(&subject, RevokeReason::Admin, now)
+                .await
+        })
+        .await
+        .map_err(|e| store_failure(&e))?;
+    service.revoked_here(&ids, RevokeReason::Admin, settings);
+    Ok(Reply::ok(
+        200,
+        json!({"success": true, "message": "Sessions revoked", "data": {"revoked": ids.len()}}),
+    ))
+}
+
+async fn revoke_one(
+    settings: &SessionSettings,
+    service: &SessionService,
+    id: &str,
+) -> Result<Reply, Reply> {
+    let Ok(id) = Uuid::parse_str(id) else {
+        return Err(Reply::error(
+            400,
+            "invalid_session_id",
+            "Session id must be a UUID",
+        ));
+    };
+    let now = Timestamp::now();
+    let revoked = service
+        .call(move |s| async move { s.revoke_session(id, RevokeReason::Admin, now).await })
+        .await
+        .map_err(|e| store_failure(&e))?;
+    if revoked.is_none() {
+        return Err(Reply::error(
+            404,
+            "session_not_found",
+            "Session not found or already revoked",
+        ));
+    }
+    service.revoked_here(&[id], RevokeReason::Admin, settings);
+    Ok(Reply::ok(
+        200,
+        json!({"success": true, "message": "Session revoked successfully"}),
+    ))
+}
+
+/// A query parameter, percent-decoded (`+` is a space).
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))?
+    })
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_percent_decoded() {
+        assert_eq!(
+            query_param("subject=u-1", "subject").as_deref(),
+            Some("u-1")
+        );
+        assert_eq!(
+            query_param("a=1&subject=alice%40example.com", "subject").as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(
+            query_param("subject=a+b", "subject").as_deref(),
+            Some("a b")
+        );
+        assert_eq!(query_param("subject=%zz", "subject"), None);
+        assert_eq!(query_param("other=1", "subject"), None);
+    }
+}
