@@ -1,0 +1,2 @@
+//! Placeholder replaced by the session benchmarks.
+fn main() {}
