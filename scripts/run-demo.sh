@@ -48,8 +48,16 @@ Paste these into another terminal:
   ADMIN_TOKEN=$ADMIN_TOKEN
   curl -s http://$PROXY/api/admin/stats -H "Authorization: Bearer \$ADMIN_TOKEN"
 
-  # login is proxied to the backend unchanged (auth: none route)
-  curl -s http://$PROXY/api/auth/login -H 'Content-Type: application/json' -d '{"email":"alice@example.com","password":"password123"}'
+  # sessions: log in through the backend; the gateway opens a session and returns its own tokens
+  curl -s http://$PROXY/api/auth/login -H 'Content-Type: application/json' -d '{"email":"alice@example.com","password":"password123","deviceInfo":"laptop"}' | tee /tmp/portcullis-login.json
+  ACCESS=\$(sed -E 's/.*"accessToken":"([^"]+)".*/\1/' /tmp/portcullis-login.json)
+  REFRESH=\$(sed -E 's/.*"refreshToken":"([^"]+)".*/\1/' /tmp/portcullis-login.json)
+  curl -s http://$PROXY/api/profile -H "Authorization: Bearer \$ACCESS"                  # the API sees x-user-id: u-1
+  curl -s http://$PROXY/api/auth/refresh -H 'Content-Type: application/json' -d "{\"refreshToken\":\"\$REFRESH\"}" | tee /tmp/portcullis-refresh.json
+  REFRESH=\$(sed -E 's/.*"refreshToken":"([^"]+)".*/\1/' /tmp/portcullis-refresh.json)   # rotated
+  curl -s http://$PROXY/api/auth/sessions -H "Authorization: Bearer \$ACCESS"             # data.sessions[], current: true
+  curl -s http://$PROXY/api/auth/logout -H 'Content-Type: application/json' -d "{\"refreshToken\":\"\$REFRESH\"}"
+  curl -s -o /dev/null -w '%{http_code}\\n' http://$PROXY/api/profile -H "Authorization: Bearer \$ACCESS"   # 401: revoked at once
 
   # metrics, health, reload
   curl -s http://$ADMIN/metrics | grep '^portcullis_'

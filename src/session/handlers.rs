@@ -497,8 +497,7 @@ fn invalid_refresh_token() -> Reply {
 
 /// 429 with `Retry-After` in whole seconds (at least 1).
 pub fn rate_limited(wait: Duration) -> Reply {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let secs = secs.max(1);
+    let secs = super::ratelimit::retry_after_secs(wait);
     Reply::error(
         429,
         "rate_limited",
