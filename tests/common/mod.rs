@@ -148,7 +148,7 @@ impl Gateway {
             if let Ok(Some(status)) = gw.proc.child.try_wait() {
                 panic!("gateway exited with {status}:\n{}", gw.proc.log_text());
             }
-            if accepts(port) && get(admin_port, "/healthz", &[]).status == 200 {
+            if accepts(port) && accepts(admin_port) && get(admin_port, "/healthz", &[]).status == 200 {
                 return gw;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -305,4 +305,10 @@ pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
 
 pub fn read(path: impl AsRef<Path>) -> Vec<u8> {
     std::fs::read(path.as_ref()).unwrap_or_else(|e| panic!("read {}: {e}", path.as_ref().display()))
+}
+
+/// Parses a raw HTTP/1.1 answer read from a socket opened elsewhere (e.g.
+/// from another loopback source address), like [`raw`] does.
+pub fn parse_raw_response(buf: &[u8]) -> Response {
+    parse_response(buf)
 }
