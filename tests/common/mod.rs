@@ -148,7 +148,10 @@ impl Gateway {
             if let Ok(Some(status)) = gw.proc.child.try_wait() {
                 panic!("gateway exited with {status}:\n{}", gw.proc.log_text());
             }
-            if accepts(port) && accepts(admin_port) && get(admin_port, "/healthz", &[]).status == 200 {
+            if accepts(port)
+                && accepts(admin_port)
+                && get(admin_port, "/healthz", &[]).status == 200
+            {
                 return gw;
             }
             std::thread::sleep(Duration::from_millis(20));
