@@ -46,7 +46,7 @@ fn the_shipped_default_config_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (4 routes, 1 upstreams, 1 keys)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (5 routes, 1 upstreams, 1 keys)"));
 }
 
 #[test]
