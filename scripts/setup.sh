@@ -13,9 +13,41 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_apt+=(postgresql)
 fi
+# tests/observability.rs lints /metrics and the alert rules with promtool.
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ "${PORTCULLIS_SETUP_BENCH:-0}" = 1 ]; then
   command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+  command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)   # benches/load.sh peer (jwt_verify)
 fi
+
+# Packages whose install would start a daemon: Prometheus listens on :9090, the
+# admin listener's default port; HAProxy's packaged config is not ours either.
+services=(prometheus haproxy)
+
+# Stops (and disables) a packaged daemon we only want the binaries of.
+stop_service() {
+  local svc=$1
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  else
+    if command -v update-rc.d >/dev/null 2>&1 && [ -e "/etc/init.d/$svc" ]; then
+      update-rc.d "$svc" disable >/dev/null 2>&1 || true
+    fi
+    if command -v service >/dev/null 2>&1 && [ -e "/etc/init.d/$svc" ]; then
+      service "$svc" stop >/dev/null 2>&1 || true
+    fi
+  fi
+  # Whatever started it (an init system we did not detect): end that daemon only.
+  local pidfile pid
+  for pidfile in "/run/$svc.pid" "/run/$svc/$svc.pid"; do
+    if [ -s "$pidfile" ]; then
+      pid=$(cat "$pidfile")
+      if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$svc" ]; then
+        kill "$pid" >/dev/null 2>&1 || true
+      fi
+    fi
+  done
+}
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -24,7 +56,21 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   echo "setup: installing ${need_apt[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # Deny service starts during the install (invoke-rc.d honours policy-rc.d),
+  # unless the machine already has its own policy.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  # --no-install-recommends: prometheus recommends prometheus-node-exporter (another daemon).
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Belt and braces (an init that ignores policy-rc.d): nothing of theirs stays running or enabled.
+  for pkg in "${need_apt[@]}"; do
+    for svc in "${services[@]}"; do
+      if [ "$pkg" = "$svc" ]; then stop_service "$svc"; fi
+    done
+  done
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
