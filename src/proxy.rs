@@ -4,7 +4,7 @@
 //! (`upstream`), answers (`reply`), metrics (`metrics`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -369,12 +369,7 @@ impl ProxyHttp for Gateway {
             ));
         };
         ctx.target = Some(target.label.clone());
-        let mut peer = HttpPeer::new(target.addr, false, String::new());
-        peer.options.connection_timeout = Some(pool.connect_timeout);
-        peer.options.read_timeout = Some(pool.read_timeout);
-        peer.options.write_timeout = Some(pool.write_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Ok(Box::new(peer))
+        Ok(Box::new(pool.peer(target)))
     }
 
     /// Rewrites the path, sets identity and forwarding headers.
@@ -615,11 +610,7 @@ impl Gateway {
             )
         })?;
         ctx.target = Some(target.label.clone());
-        let mut peer = HttpPeer::new(target.addr, false, String::new());
-        peer.options.connection_timeout = Some(pool.connect_timeout);
-        peer.options.read_timeout = Some(pool.read_timeout);
-        peer.options.write_timeout = Some(pool.write_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        let peer = pool.peer(target);
 
         let mut request = session.req_header().clone();
         request.remove_header(&http::header::TRANSFER_ENCODING);

@@ -82,6 +82,16 @@ impl Upstream {
     }
 
     /// Next healthy target, round-robin; `None` when all are down.
+    /// The pingora peer for `target` with this pool's timeouts.
+    pub fn peer(&self, target: &Target) -> pingora::prelude::HttpPeer {
+        let mut peer = pingora::prelude::HttpPeer::new(target.addr, false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.read_timeout);
+        peer.options.write_timeout = Some(self.write_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer
+    }
+
     pub fn pick(&self) -> Option<&Target> {
         let n = self.targets.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);

@@ -704,7 +704,7 @@ fn compile_login(ck: &mut Checker, route: &str, raw: &RawLogin) -> Option<LoginC
             pointer,
             &format!("route `{route}`: login claim `{name}`"),
         );
-        if RESERVED_CLAIMS.contains(&name.as_str()) {
+        if crate::jwt::RESERVED_CLAIMS.contains(&name.as_str()) {
             ck.at(
                 pointer,
                 format!("route `{route}`: claim `{name}` is set by the gateway itself; capture it under another name"),
@@ -722,9 +722,6 @@ fn compile_login(ck: &mut Checker, route: &str, raw: &RawLogin) -> Option<LoginC
         device_info: raw.device_info.as_ref().map(|d| d.value.clone()),
     })
 }
-
-/// Claims every minted access token carries; login blocks cannot capture them.
-const RESERVED_CLAIMS: [&str; 7] = ["sub", "sid", "iat", "exp", "iss", "aud", "jti"];
 
 fn compile_sessions(
     ck: &mut Checker,

@@ -8,6 +8,10 @@ use serde_json::{Map, Value};
 use super::keys::KeySet;
 use super::verify::unix_now;
 
+/// Claims every minted access token carries; they cannot be captured or
+/// passed in as extra claims under these names.
+pub const RESERVED_CLAIMS: [&str; 7] = ["sub", "sid", "iat", "exp", "iss", "aud", "jti"];
+
 /// What goes into a minted token besides the registered claims.
 #[derive(Debug, Clone, Default)]
 pub struct MintRequest {

@@ -18,5 +18,5 @@ pub use jwks::jwk_set;
 pub use keys::{
     algorithm_name, parse_algorithm as parse_algorithm_name, Key, KeyError, KeyMaterial, KeySet,
 };
-pub use mint::{mint, MintError, MintRequest};
+pub use mint::{mint, MintError, MintRequest, RESERVED_CLAIMS};
 pub use verify::{Rejection, VerifiedToken, Verifier, VerifyPolicy};

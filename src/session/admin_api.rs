@@ -8,9 +8,9 @@ use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::handlers::{mint_access, session_json, store_failure, IssuedTokens};
+use super::handlers::{session_json, store_failure, AuthApi, SessionDraft};
 use super::request::{json_object, read_body, string_field, truncate};
-use super::store::{hash_refresh_token, NewSession, RevokeReason, Timestamp};
+use super::store::{hash_refresh_token, RevokeReason, Timestamp};
 use super::{SessionService, SessionSettings};
 use crate::generation::Generation;
 use crate::metrics::Metrics;
@@ -105,7 +105,7 @@ async fn create(
     };
     if let Some(reserved) = claims
         .keys()
-        .find(|k| ["sub", "sid", "iat", "exp", "iss", "aud", "jti"].contains(&k.as_str()))
+        .find(|k| crate::jwt::RESERVED_CLAIMS.contains(&k.as_str()))
     {
         return Err(Reply::error(
             400,
@@ -114,33 +114,23 @@ async fn create(
         ));
     }
     let device_info = string_field(parsed.as_ref(), "deviceInfo")?.map(|d| truncate(d, 256));
-    let (refresh_token, refresh_hash) = settings.refresh_tokens.mint();
-    let now = Timestamp::now();
-    let new = NewSession {
-        id: None,
+    let api = AuthApi {
+        gen,
+        settings,
+        service: Some(service),
+        metrics,
+    };
+    let draft = SessionDraft {
         subject,
         claims,
         device_info,
         user_agent: super::request::user_agent(&session.req_header().headers),
         ip: super::request::client_ip(session),
-        refresh_hash,
-        session_ttl: settings.refresh_ttl,
-        now,
     };
-    let stored = service
-        .call(move |s| async move { s.create_session(new).await })
-        .await
-        .map_err(|e| store_failure(&e))?;
-    metrics.sessions_created.inc();
-    let (access_token, expires_in) = mint_access(gen, settings, &stored, now)?;
-    let issued = IssuedTokens {
-        access_token,
-        expires_in,
-        refresh_token: refresh_token.clone(),
-    };
+    let (stored, issued, _) = api.open_session(draft).await?;
     let mut data = issued.fields(settings);
     // The admin caller always gets the refresh token, cookie mode or not.
-    data.insert("refreshToken".into(), refresh_token.into());
+    data.insert("refreshToken".into(), issued.refresh_token.clone().into());
     data.insert("sessionId".into(), json!(stored.id));
     Ok(Reply::ok(
         201,

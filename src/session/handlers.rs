@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::request::{client_ip, cookie_token, json_object, read_body, set_cookie, string_field};
 use super::service::SessionService;
-use super::store::{RefreshOutcome, RevokeReason, Session, StoreError, Timestamp};
+use super::store::{NewSession, RefreshOutcome, RevokeReason, Session, StoreError, Timestamp};
 use super::{Endpoint, SessionSettings};
 use crate::generation::Generation;
 use crate::jwt::{mint, MintRequest, VerifiedToken};
@@ -148,6 +148,15 @@ pub fn mint_access(
     }
 }
 
+/// Who a new session is for: from login interception or the admin API.
+pub struct SessionDraft {
+    pub subject: String,
+    pub claims: Map<String, Value>,
+    pub device_info: Option<String>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
 fn ok(message: &str) -> Value {
     json!({"success": true, "message": message})
 }
@@ -179,6 +188,41 @@ impl AuthApi<'_> {
             Endpoint::Session(id) => self.delete(service, session, &id).await,
         };
         result.unwrap_or_else(|reply| reply)
+    }
+
+    /// Stores a new session and issues its first tokens.
+    pub async fn open_session(
+        &self,
+        draft: SessionDraft,
+    ) -> Result<(Session, IssuedTokens, Timestamp), Reply> {
+        let Some(service) = self.service else {
+            return Err(unavailable());
+        };
+        let (refresh_token, refresh_hash) = self.settings.refresh_tokens.mint();
+        let now = Timestamp::now();
+        let new = NewSession {
+            id: None,
+            subject: draft.subject,
+            claims: draft.claims,
+            device_info: draft.device_info,
+            user_agent: draft.user_agent,
+            ip: draft.ip,
+            refresh_hash,
+            session_ttl: self.settings.refresh_ttl,
+            now,
+        };
+        let stored = service
+            .call(move |s| async move { s.create_session(new).await })
+            .await
+            .map_err(|e| store_failure(&e))?;
+        self.metrics.sessions_created.inc();
+        let (access_token, expires_in) = mint_access(self.gen, self.settings, &stored, now)?;
+        let issued = IssuedTokens {
+            access_token,
+            expires_in,
+            refresh_token,
+        };
+        Ok((stored, issued, now))
     }
 
     /// Per-IP rate limit of refresh and logout attempts.

@@ -10,9 +10,8 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use serde_json::{Map, Value};
 
-use super::handlers::{mint_access, store_failure, AuthApi, IssuedTokens};
+use super::handlers::{AuthApi, SessionDraft};
 use super::request::truncate;
-use super::store::{NewSession, Timestamp};
 use super::LoginCapture;
 use crate::reply::Reply;
 
@@ -141,33 +140,14 @@ impl AuthApi<'_> {
                     .and_then(scalar_text)
             })
             .or_else(|| user_agent.as_deref().map(|ua| truncate(ua, MAX_TEXT)));
-        let Some(service) = self.service else {
-            return Err(super::handlers::unavailable());
-        };
-        let (refresh_token, refresh_hash) = self.settings.refresh_tokens.mint();
-        let now = Timestamp::now();
-        let new = NewSession {
-            id: None,
+        let draft = SessionDraft {
             subject,
             claims,
             device_info,
             user_agent,
             ip,
-            refresh_hash,
-            session_ttl: self.settings.refresh_ttl,
-            now,
         };
-        let stored = service
-            .call(move |s| async move { s.create_session(new).await })
-            .await
-            .map_err(|e| store_failure(&e))?;
-        self.metrics.sessions_created.inc();
-        let (access_token, expires_in) = mint_access(self.gen, self.settings, &stored, now)?;
-        let issued = IssuedTokens {
-            access_token,
-            expires_in,
-            refresh_token,
-        };
+        let (stored, issued, now) = self.open_session(draft).await?;
         let fields = issued.fields(self.settings);
         replace_tokens(&mut body, &fields);
         let cookie = issued.cookie(self.settings, &stored, now);
