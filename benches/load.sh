@@ -1,24 +1,52 @@
 #!/usr/bin/env bash
 # Loopback load comparison, all measured side by side in one run with the same
-# client (wrk): the demo upstream direct, Portcullis on an `auth: none` route,
-# Portcullis validating an HS256 token on every request (cached after the
-# first verification, as in production), and the same plus the
-# `claims-to-headers` Wasm plugin. Reports requests/s, p50/p99 latency,
-# gateway RSS and CPU per request, and ratios. Writes benches/RESULTS.md
-# (or target/bench-smoke.md with --smoke).
+# client (wrk):
+#   - the demo upstream direct;
+#   - Portcullis on an `auth: none` route, validating an HS256 token on every
+#     request (cached after the first verification, as in production), and the
+#     same plus the `claims-to-headers` Wasm plugin (X-User-Id/Role/Email);
+#   - HAProxy 2.6 doing that same job with `jwt_verify`
+#     (benches/haproxy/jwt-gateway.cfg): alg, signature, exp, iss, 401 otherwise,
+#     identity headers stripped and set from the claims.
+# Then 1,000 open connections against both gateways (RSS while they are open),
+# and the latency each gateway adds at half of Portcullis' peak rate (paced with
+# a wrk Lua delay(): wrk has no rate control of its own, and neither wrk2 nor
+# oha is available here).
+# Reports requests/s, p50/p99 latency, gateway RSS and CPU per request, and the
+# ratios. Writes benches/RESULTS.md, or target/bench-smoke.md with --smoke
+# (2 s per case unless BENCH_SECONDS says otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+SMOKE=0
+[ "${1:-}" = "--smoke" ] && SMOKE=1
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+if [ "$SMOKE" = 1 ]; then
+  SECONDS_PER_RUN=${BENCH_SECONDS:-2}
+  OUT=target/bench-smoke.md
+else
+  SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+  OUT=benches/RESULTS.md
+fi
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
-OUT=benches/RESULTS.md
-[ "${1:-}" = "--smoke" ] && OUT=target/bench-smoke.md
+MANY=${BENCH_MANY_CONNECTIONS:-1000}
+MANY_SECONDS=${BENCH_MANY_SECONDS:-$((SECONDS_PER_RUN < 5 ? SECONDS_PER_RUN : 5))}
+PACE_MS=10   # per-connection pause between requests in the paced case
 
-command -v wrk >/dev/null || { echo "wrk missing: PORTCULLIS_SETUP_BENCH=1 bash scripts/setup.sh" >&2; exit 1; }
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v haproxy >/dev/null || missing+=(haproxy)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "${missing[*]} missing: PORTCULLIS_SETUP_BENCH=1 bash scripts/setup.sh" >&2
+  exit 1
+fi
 cargo build --release --bins -q
+[ -f plugins/out/claims-to-headers.wasm ] || { echo "plugins/out/claims-to-headers.wasm missing: make plugins" >&2; exit 1; }
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(port); GW=$(port); ADMIN=$(port)
+UP=$(port); GW=$(port); ADMIN=$(port); HAP=$(port)
+SECRET="bench-secret-0123456789-0123456789-abcdef"
+ISSUER=bench
 WORK=$(mktemp -d)
 cat > "$WORK/bench.yaml" <<YAML
 listeners:
@@ -29,11 +57,11 @@ log:
   level: warn
   access: false
 jwt:
-  issuer: bench
+  issuer: $ISSUER
   keys:
     - kid: bench
       algorithms: [HS256]
-      secret: "bench-secret-0123456789-0123456789-abcdef"
+      secret: "$SECRET"
       sign: true
 upstreams:
   demo:
@@ -41,11 +69,12 @@ upstreams:
 plugins:
   identity:
     module: $PWD/plugins/out/claims-to-headers.wasm
-    allow_headers: [X-User-Id, X-User-Role]
+    allow_headers: [X-User-Id, X-User-Role, X-User-Email]
     config:
       headers:
         - { header: X-User-Id, claim: sub, required: true }
         - { header: X-User-Role, claim: role }
+        - { header: X-User-Email, claim: email }
 routes:
   - name: open
     match: { path_prefix: /open }
@@ -60,72 +89,322 @@ routes:
     plugins: [identity]
 YAML
 
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 target/release/portcullis-demo-backend --listen "127.0.0.1:$UP" --name bench >/dev/null 2>&1 &
-UP_PID=$!
+UP_PID=$!; PIDS+=("$UP_PID")
 target/release/portcullis run -c "$WORK/bench.yaml" >"$WORK/gw.log" 2>&1 &
-GW_PID=$!
-trap 'kill $GW_PID $UP_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
-for _ in $(seq 1 200); do
-  curl -fs "http://127.0.0.1:$ADMIN/healthz" >/dev/null 2>&1 && curl -fs "http://127.0.0.1:$UP/health" >/dev/null 2>&1 && break
+GW_PID=$!; PIDS+=("$GW_PID")
+HAPROXY_LISTEN="127.0.0.1:$HAP" HAPROXY_UPSTREAM="127.0.0.1:$UP" JWT_SECRET="$SECRET" JWT_ISSUER="$ISSUER" \
+  haproxy -db -f benches/haproxy/jwt-gateway.cfg >"$WORK/haproxy.log" 2>&1 &
+HAP_PID=$!; PIDS+=("$HAP_PID")
+
+# Readiness: poll (bounded), never a fixed sleep.
+ready=0
+for _ in $(seq 1 400); do
+  if curl -fs "http://127.0.0.1:$ADMIN/healthz" >/dev/null 2>&1 && curl -fs "http://127.0.0.1:$UP/health" >/dev/null 2>&1 \
+     && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HAP/x")" = 401 ]; then
+    ready=1; break
+  fi
   sleep 0.05
 done
-TOKEN=$(target/release/portcullis token mint -c "$WORK/bench.yaml" --sub bench-user --claim role=admin --ttl 1h)
+if [ "$ready" != 1 ]; then
+  echo "gateways did not become ready" >&2; cat "$WORK/gw.log" "$WORK/haproxy.log" >&2; exit 1
+fi
+TOKEN=$(target/release/portcullis token mint -c "$WORK/bench.yaml" --sub bench-user --claim role=admin \
+  --claim email=bench-user@example.com --ttl 1h)
+# Our claims under another token's signature.
+OTHER=$(target/release/portcullis token mint -c "$WORK/bench.yaml" --sub someone-else --ttl 1h)
+FORGED="${TOKEN%.*}.${OTHER##*.}"
+
+# Both gateways must do the same job before they are compared.
+check_job() {
+  local name=$1 url=$2 seen
+  seen=$(curl -fs "$url" -H "Authorization: Bearer $TOKEN" -H "X-User-Id: spoofed" -H "X-Auth-Role: spoofed")
+  python3 - "$name" "$seen" <<'PY'
+import json, sys
+name, seen = sys.argv[1], json.loads(sys.argv[2])["headers"]
+want = {"x-user-id": "bench-user", "x-user-role": "admin", "x-user-email": "bench-user@example.com"}
+bad = {k: seen.get(k) for k, v in want.items() if seen.get(k) != v}
+if bad or "x-auth-role" in seen or "x-request-id" not in seen or "x-forwarded-for" not in seen:
+    sys.exit(f"{name}: the upstream saw {seen}")
+PY
+  local bad
+  bad=$(curl -s -o /dev/null -w '%{http_code}' "$url" -H "Authorization: Bearer $FORGED")
+  [ "$bad" = 401 ] || { echo "$name: a bad signature got $bad" >&2; exit 1; }
+}
+check_job portcullis "http://127.0.0.1:$GW/plug/check"
+check_job haproxy "http://127.0.0.1:$HAP/plug/check"
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-# run NAME URL [HEADER] -> appends "name rps p50 p99 requests cpu_ticks" to $WORK/rows
-run() {
-  local name=$1 url=$2 header=${3:-}
-  local before after out
-  before=$(cpu_ticks $GW_PID)
-  if [ -n "$header" ]; then
-    out=$(wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "$header" "$url")
-  else
-    out=$(wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$url")
-  fi
-  after=$(cpu_ticks $GW_PID)
-  local rps p50 p99 reqs non2xx
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+TICK=$(getconf CLK_TCK)
+
+# wrk_parse OUTPUT -> "rps p50 p99 requests socket_errors"
+wrk_parse() {
+  local out=$1 errs
+  errs=$(awk '/Socket errors/ {gsub(",", ""); print "connect=" $4 " read=" $6 " write=" $8 " timeout=" $10}' <<<"$out")
+  echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="50%" {print $2}' <<<"$out") \
+$(awk '$1=="99%" {print $2}' <<<"$out") $(awk '/requests in/ {print $1}' <<<"$out") ${errs:-none}" | tr -s ' '
+}
+no_errors() {
+  local name=$1 out=$2 non2xx
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-  if [ -n "$non2xx" ] && [ "$non2xx" != 0 ]; then echo "$name: $non2xx non-2xx answers" >&2; exit 1; fi
-  echo "$name $rps $p50 $p99 $reqs $((after - before))" >> "$WORK/rows"
+  if [ -n "$non2xx" ] && [ "$non2xx" != 0 ]; then
+    echo "$name: $non2xx non-2xx answers" >&2; echo "$out" >&2
+    tail -n 20 "$WORK/gw.log" "$WORK/haproxy.log" >&2
+    exit 1
+  fi
 }
 
-# Warm up connections and the token cache.
-curl -fs "http://127.0.0.1:$GW/api/warm" -H "Authorization: Bearer $TOKEN" >/dev/null
-curl -fs "http://127.0.0.1:$GW/plug/warm" -H "Authorization: Bearer $TOKEN" >/dev/null
-run upstream-direct "http://127.0.0.1:$UP/api/x"
-run gateway-auth-none "http://127.0.0.1:$GW/open/x"
-run gateway-auth-jwt "http://127.0.0.1:$GW/api/x" "Authorization: Bearer $TOKEN"
-run gateway-auth-jwt+plugin "http://127.0.0.1:$GW/plug/x" "Authorization: Bearer $TOKEN"
-RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")
+# run NAME PID URL [HEADER] -> appends "name rps p50 p99 requests cpu_ticks" to $WORK/rows
+# (PID: the gateway whose CPU is charged, "-" for none).
+run() {
+  local name=$1 pid=$2 url=$3 header=${4:-}
+  local before=0 after=0 out args=(-t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency)
+  [ -n "$header" ] && args+=(-H "$header")
+  [ "$pid" != - ] && before=$(cpu_ticks "$pid")
+  out=$(wrk "${args[@]}" "$url")
+  [ "$pid" != - ] && after=$(cpu_ticks "$pid")
+  no_errors "$name" "$out"
+  read -r rps p50 p99 reqs _ <<<"$(wrk_parse "$out")"
+  local ticks=-
+  [ "$pid" != - ] && ticks=$((after - before))
+  echo "$name $rps $p50 $p99 $reqs $ticks" >> "$WORK/rows"
+}
 
-TICK=$(getconf CLK_TCK)
+# many NAME PID URL -> $MANY connections for $MANY_SECONDS; appends
+# "name rps p50 p99 peak_rss_kb max_established socket_errors" to $WORK/many.
+many() {
+  local name=$1 pid=$2 url=$3 gwport=$4 peak=0 conns=0 r c out
+  wrk -t1 -c"$MANY" -d"${MANY_SECONDS}s" --timeout 10s --latency -H "Authorization: Bearer $TOKEN" "$url" >"$WORK/many.out" 2>&1 &
+  local wrk_pid=$!
+  while kill -0 "$wrk_pid" 2>/dev/null; do
+    r=$(rss_kb "$pid"); [ "$r" -gt "$peak" ] && peak=$r
+    c=$(ss -Htn state established "( sport = :$gwport )" 2>/dev/null | wc -l)
+    [ "$c" -gt "$conns" ] && conns=$c
+    sleep 0.1
+  done
+  wait "$wrk_pid"
+  out=$(cat "$WORK/many.out")
+  no_errors "$name" "$out"
+  read -r rps p50 p99 _ errs <<<"$(wrk_parse "$out")"
+  echo "$name $rps $p50 $p99 $peak $conns $errs" >> "$WORK/many"
+}
+
+# idle NAME PID PORT PATH -> opens $MANY keep-alive connections, one authenticated
+# request on each, keeps them all open and samples the gateway's RSS; appends
+# "name rss_kb_before peak_rss_kb_open connections" to $WORK/idle.
+idle() {
+  local name=$1 pid=$2 gwport=$3 path=$4
+  python3 - "$pid" "$gwport" "$path" "$TOKEN" "$MANY" "$name" >> "$WORK/idle" <<'PY'
+import socket, sys, time
+pid, port, path, token, n, name = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
+def rss():
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(l.split()[1] for l in f if l.startswith("VmRSS")))
+before = rss()
+req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n").encode()
+socks = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(req)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit(f"{name}: connection closed before the answer")
+        buf += chunk
+    head, body = buf.split(b"\r\n\r\n", 1)
+    if not head.startswith(b"HTTP/1.1 200"):
+        sys.exit(f"{name}: {head[:80]!r}")
+    length = next(int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit(f"{name}: connection closed mid-body")
+        body += chunk
+    socks.append(s)
+peak = 0
+for _ in range(10):  # a second with every connection open and idle
+    peak = max(peak, rss())
+    time.sleep(0.1)
+for s in socks:
+    s.close()
+print(name, before, peak, len(socks))
+PY
+}
+
+# paced NAME URL RATE [HEADER] -> about RATE requests/s (closed loop: each of
+# the connections pauses PACE_MS between answer and next request); appends
+# "name achieved_rps p50 p99" to $WORK/paced.
+paced() {
+  local name=$1 url=$2 rate=$3 header=${4:-} conns out
+  conns=$(awk -v r="$rate" -v d="$PACE_MS" 'BEGIN {c=int(r*d/1000+0.5); if (c<1) c=1; print c}')
+  local args=(-t1 -c"$conns" -d"${SECONDS_PER_RUN}s" --latency -s "$WORK/pace.lua")
+  [ -n "$header" ] && args+=(-H "$header")
+  out=$(wrk "${args[@]}" "$url")
+  no_errors "$name" "$out"
+  read -r rps p50 p99 _ <<<"$(wrk_parse "$out")"
+  echo "$name $rps $p50 $p99 $conns" >> "$WORK/paced"
+}
+echo "function delay() return $PACE_MS end" > "$WORK/pace.lua"
+
+# Warm up connections and the token cache.
+for u in "http://127.0.0.1:$GW/api/warm" "http://127.0.0.1:$GW/plug/warm" "http://127.0.0.1:$HAP/plug/warm"; do
+  curl -fs "$u" -H "Authorization: Bearer $TOKEN" >/dev/null
+done
+AUTH="Authorization: Bearer $TOKEN"
+run upstream-direct - "http://127.0.0.1:$UP/api/x"
+run portcullis-auth-none "$GW_PID" "http://127.0.0.1:$GW/open/x"
+run portcullis-auth-jwt "$GW_PID" "http://127.0.0.1:$GW/api/x" "$AUTH"
+run portcullis-jwt+plugin "$GW_PID" "http://127.0.0.1:$GW/plug/x" "$AUTH"
+run haproxy-jwt_verify "$HAP_PID" "http://127.0.0.1:$HAP/plug/x" "$AUTH"
+GW_RSS_KB=$(rss_kb "$GW_PID")
+HAP_RSS_KB=$(rss_kb "$HAP_PID")
+
+idle portcullis-jwt+plugin "$GW_PID" "$GW" /plug/idle
+idle haproxy-jwt_verify "$HAP_PID" "$HAP" /plug/idle
+many portcullis-jwt+plugin "$GW_PID" "http://127.0.0.1:$GW/plug/x" "$GW"
+many haproxy-jwt_verify "$HAP_PID" "http://127.0.0.1:$HAP/plug/x" "$HAP"
+
+col() { awk -v n="$1" -v c="$2" '$1==n {print $c}' "$3"; }
+PEAK=$(col portcullis-jwt+plugin 2 "$WORK/rows")
+HALF=$(awk -v p="$PEAK" 'BEGIN {printf "%d", p/2}')
+paced upstream-direct "http://127.0.0.1:$UP/api/x" "$HALF"
+paced portcullis-jwt+plugin "http://127.0.0.1:$GW/plug/x" "$HALF" "$AUTH"
+paced haproxy-jwt_verify "http://127.0.0.1:$HAP/plug/x" "$HALF" "$AUTH"
+
+# Report ------------------------------------------------------------------------
+ms() { # wrk duration (us/ms/s) -> milliseconds
+  awk -v v="$1" 'BEGIN {n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /m$/) n*=60000; else if (v ~ /s$/) n*=1000; printf "%.3f", n}'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+cpu_us() { awk -v t="$1" -v r="$2" -v hz="$TICK" 'BEGIN {printf "%.1f", t/hz*1e6/r}'; }
+meets() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {ok = (op==">=") ? v>=t : v<t; print ok ? "yes" : "**no**"}'; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k/1024}'; }
+
+BASE=$(col upstream-direct 2 "$WORK/rows")
+NONE=$(col portcullis-auth-none 2 "$WORK/rows")
+JWT=$(col portcullis-auth-jwt 2 "$WORK/rows")
+HAPR=$(col haproxy-jwt_verify 2 "$WORK/rows")
+R_NONE=$(ratio "$PEAK" "$NONE")
+R_JWT=$(ratio "$JWT" "$NONE")
+R_HAP=$(ratio "$PEAK" "$HAPR")
+CPU_P=$(cpu_us "$(col portcullis-jwt+plugin 6 "$WORK/rows")" "$(col portcullis-jwt+plugin 5 "$WORK/rows")")
+CPU_H=$(cpu_us "$(col haproxy-jwt_verify 6 "$WORK/rows")" "$(col haproxy-jwt_verify 5 "$WORK/rows")")
+CPU_N=$(cpu_us "$(col portcullis-auth-none 6 "$WORK/rows")" "$(col portcullis-auth-none 5 "$WORK/rows")")
+MANY_RSS=$(col portcullis-jwt+plugin 5 "$WORK/many")
+IDLE_RSS=$(col portcullis-jwt+plugin 3 "$WORK/idle")
+IDLE_RSS_H=$(col haproxy-jwt_verify 3 "$WORK/idle")
+MANY_RSS_H=$(col haproxy-jwt_verify 5 "$WORK/many")
+P99_UP=$(ms "$(col upstream-direct 4 "$WORK/paced")")
+P99_GW=$(ms "$(col portcullis-jwt+plugin 4 "$WORK/paced")")
+P99_HAP=$(ms "$(col haproxy-jwt_verify 4 "$WORK/paced")")
+ADD_GW=$(awk -v a="$P99_GW" -v b="$P99_UP" 'BEGIN {printf "%.2f", a-b}')
+ADD_HAP=$(awk -v a="$P99_HAP" -v b="$P99_UP" 'BEGIN {printf "%.2f", a-b}')
+
 {
   echo "# Benchmark results"
   echo
   echo "Generated by \`benches/load.sh\` (\`make bench\`) on $(date -u +%Y-%m-%d)."
   echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB RAM."
-  echo "Client: wrk, 1 thread, $CONNECTIONS connections, ${SECONDS_PER_RUN}s per run, all on loopback; gateway with 1 worker thread; upstream: the demo backend (1 thread)."
+  echo "Client: wrk, 1 thread, $CONNECTIONS connections, ${SECONDS_PER_RUN}s per run, all on loopback; each gateway with 1 worker thread"
+  echo "(Portcullis \`listeners.threads: 1\`, HAProxy $(haproxy -v | awk 'NR==1 {print $3}') \`nbthread 1\`); upstream: the demo backend (1 thread)."
   echo "Numbers are from one run, side by side; compare the ratios, not the absolute values across machines."
+  echo "Load average (1/5/15 min) when the run started: $LOAD_BEFORE (anything else running shares the 2 cores)."
+  [ "$SMOKE" = 1 ] && echo && echo "**Smoke run** (${SECONDS_PER_RUN}s per case): checks the harness works; the numbers mean little."
   echo
   echo "## Loopback load"
   echo
-  echo "| target | requests/s | p50 | p99 | ratio vs upstream direct | ratio vs auth: none | gateway CPU µs/request |"
+  echo "| target | requests/s | p50 | p99 | ratio vs upstream direct | ratio vs Portcullis auth: none | gateway CPU µs/request |"
   echo "|---|---|---|---|---|---|---|"
-  base=$(awk '$1=="upstream-direct" {print $2}' "$WORK/rows")
-  none=$(awk '$1=="gateway-auth-none" {print $2}' "$WORK/rows")
   while read -r name rps p50 p99 reqs ticks; do
     cpu="-"
-    if [ "$name" != upstream-direct ]; then cpu=$(awk -v t="$ticks" -v r="$reqs" -v hz="$TICK" 'BEGIN {printf "%.1f", t/hz*1e6/r}'); fi
+    [ "$ticks" != - ] && cpu=$(cpu_us "$ticks" "$reqs")
     printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$rps" "$p50" "$p99" \
-      "$(awk -v a="$rps" -v b="$base" 'BEGIN {printf "%.2f", a/b}')" \
-      "$(awk -v a="$rps" -v b="$none" 'BEGIN {printf "%.2f", a/b}')" "$cpu"
+      "$(ratio "$rps" "$BASE")" "$(ratio "$rps" "$NONE")" "$cpu"
   done < "$WORK/rows"
   echo
-  echo "Gateway RSS after the runs: $((RSS_KB / 1024)) MiB."
+  echo "Gateway RSS after these runs: Portcullis $(mib "$GW_RSS_KB") MiB, HAProxy $(mib "$HAP_RSS_KB") MiB."
+  echo
+  echo "\`portcullis-jwt+plugin\` and \`haproxy-jwt_verify\` do the same job (checked before measuring: the"
+  echo "upstream sees X-User-Id/X-User-Role/X-User-Email from the verified claims, the client's spoofed"
+  echo "identity headers are gone, X-Request-Id and X-Forwarded-For are set, and a bad signature gets 401):"
+  echo "HS256 token from \`Authorization: Bearer\`, \`alg\` must be HS256, signature, \`exp\` required and checked"
+  echo "against the clock, \`iss\` checked; HAProxy config: \`benches/haproxy/jwt-gateway.cfg\`. Portcullis"
+  echo "caches a verified token (the same token on every request here, as a client does within its"
+  echo "access-token lifetime); HAProxy's \`jwt_verify\` checks the HMAC on every request."
+  echo
+  echo "## Same job, two gateways"
+  echo
+  echo "| | requests/s | p50 | p99 | CPU µs/request | RSS after runs | RSS, $MANY idle keep-alive connections | RSS, $MANY busy connections |"
+  echo "|---|---|---|---|---|---|---|---|"
+  printf '| Portcullis JWT + claims-to-headers plugin | %s | %s | %s | %s | %s MiB | %s MiB | %s MiB |\n' "$PEAK" \
+    "$(col portcullis-jwt+plugin 3 "$WORK/rows")" "$(col portcullis-jwt+plugin 4 "$WORK/rows")" "$CPU_P" \
+    "$(mib "$GW_RSS_KB")" "$(mib "$IDLE_RSS")" "$(mib "$MANY_RSS")"
+  printf '| HAProxy + jwt_verify | %s | %s | %s | %s | %s MiB | %s MiB | %s MiB |\n' "$HAPR" \
+    "$(col haproxy-jwt_verify 3 "$WORK/rows")" "$(col haproxy-jwt_verify 4 "$WORK/rows")" "$CPU_H" \
+    "$(mib "$HAP_RSS_KB")" "$(mib "$IDLE_RSS_H")" "$(mib "$MANY_RSS_H")"
+  echo
+  echo "## Targets"
+  echo
+  echo "| check | measured | target | met |"
+  echo "|---|---|---|---|"
+  echo "| Portcullis JWT+plugin vs Portcullis auth: none (throughput) | ${R_NONE}× | ≥ 0.85× | $(meets "$R_NONE" ">=" 0.85) |"
+  echo "| Portcullis JWT+plugin vs HAProxy + jwt_verify (throughput) | ${R_HAP}× | ≥ 1.0× | $(meets "$R_HAP" ">=" 1.0) |"
+  echo "| Portcullis RSS with $MANY open idle keep-alive connections | $(mib "$IDLE_RSS") MiB | < 64 MiB | $(meets "$(mib "$IDLE_RSS")" "<" 64) |"
+  echo "| Portcullis RSS with $MANY connections under load (wrk -c$MANY, peak) | $(mib "$MANY_RSS") MiB | < 64 MiB | $(meets "$(mib "$MANY_RSS")" "<" 64) |"
+  echo "| Added p99 at half of peak load (Portcullis JWT+plugin − upstream direct) | ${ADD_GW} ms | – | – |"
+  echo
+  echo "Portcullis JWT (no plugin) vs auth: none: ${R_JWT}×. CPU per request: Portcullis ${CPU_N} µs (auth: none),"
+  echo "${CPU_P} µs (JWT + plugin); HAProxy ${CPU_H} µs (jwt_verify + the same header work)."
+  echo
+  echo "### $MANY open connections"
+  echo
+  echo "Idle: $MANY keep-alive connections opened one after another, one authenticated request on each, then"
+  echo "all held open for a second while the gateway's RSS is sampled (peak shown)."
+  echo
+  echo "| gateway | RSS before | RSS with $MANY idle connections open |"
+  echo "|---|---|---|"
+  while read -r name before peak _; do
+    printf '| %s | %s MiB | %s MiB |\n' "$name" "$(mib "$before")" "$(mib "$peak")"
+  done < "$WORK/idle"
+  echo
+  echo "Busy: wrk -t1 -c$MANY -d${MANY_SECONDS}s with the token, against each gateway's JWT route; RSS sampled every"
+  echo "100 ms while the connections were open (peak shown), established connections counted with \`ss\`."
+  echo
+  echo "| gateway | requests/s | p50 | p99 | peak RSS | connections seen open | wrk socket errors |"
+  echo "|---|---|---|---|---|---|---|"
+  while read -r name rps p50 p99 peak conns errs; do
+    printf '| %s | %s | %s | %s | %s MiB | %s | %s |\n' "$name" "$rps" "$p50" "$p99" "$(mib "$peak")" "$conns" "$errs"
+  done < "$WORK/many"
+  echo
+  echo "### Added latency at half of peak load"
+  echo
+  echo "Rate: half of Portcullis JWT+plugin's peak above, ${HALF} requests/s. wrk has no rate control (wrk2 and"
+  echo "oha are not installed here), so each case is paced by a wrk Lua \`delay()\` of ${PACE_MS} ms between a"
+  echo "connection's answer and its next request, with as many connections as make up the rate. That is a"
+  echo "closed loop: latency is measured from each request's send, with no coordinated-omission correction"
+  echo "(harmless at half load, where nothing queues). Added p99 = the gateway's p99 − upstream direct's p99"
+  echo "at the same pacing."
+  echo
+  echo "| target | connections | achieved requests/s | p50 | p99 | added p99 |"
+  echo "|---|---|---|---|---|---|"
+  while read -r name rps p50 p99 conns; do
+    added="-"
+    case $name in
+      portcullis-*) added="${ADD_GW} ms" ;;
+      haproxy-*) added="${ADD_HAP} ms" ;;
+    esac
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$conns" "$rps" "$p50" "$p99" "$added"
+  done < "$WORK/paced"
   if [ -f benches/criterion-results.md ]; then echo; cat benches/criterion-results.md; fi
 } > "$OUT"
 cat "$OUT"
