@@ -65,8 +65,12 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 OTHER_BUILDS=$(others)
 OTHER_PG=$(ps -eo comm= | grep -cx 'postgres' || true)
 
+CRITERION_OTHERS="not run by this script"
 if [ "$RUN_CRITERION" = 1 ]; then
+  quiet
+  criterion_start=$(others)
   cargo bench --bench session
+  CRITERION_OTHERS="other builds at its start/end: $criterion_start/$(others)"
 fi
 cargo build --release --bins -q
 
@@ -325,19 +329,19 @@ stop_gateway
 # Report -----------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b ? a/b : 0}'; }
 col() { awk -v n="$1" -v c="$2" '$1" "$2==n {print $c}' "$3"; }
-# median_of KIND COLUMN: median of a column over the repeated runs of KIND in
+# median_of KIND COLUMN FORMAT: median of a column over the repeated runs of KIND in
 # $WORK/revoked ("kind run rps p50 p99 requests non2xx errors cpu busy others"),
 # wrk durations in milliseconds. The median, so that one run disturbed by
 # another build does not decide the ratio.
 median_of() {
   awk -v k="$1" -v c="$2" '$1==k {v=$c; n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; print n}' "$WORK/revoked" \
-    | sort -g | awk '{v[NR]=$1} END {m = NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.3f", m}'
+    | sort -g | awk '{v[NR]=$1} END {m = NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf fmt, m}' fmt="$3"
 }
 SQLITE_KEPT=$(col "sqlite kept" 3 "$WORK/refresh")
 SQLITE_ROT=$(col "sqlite rotated" 3 "$WORK/refresh")
-PLAIN_RPS=$(median_of without_sid 3); SID_RPS=$(median_of with_sid 3)
-PLAIN_P99=$(median_of without_sid 5); SID_P99=$(median_of with_sid 5)
-PLAIN_CPU=$(median_of without_sid 9); SID_CPU=$(median_of with_sid 9)
+PLAIN_RPS=$(median_of without_sid 3 %.0f); SID_RPS=$(median_of with_sid 3 %.0f)
+PLAIN_P99=$(median_of without_sid 5 %.2f); SID_P99=$(median_of with_sid 5 %.2f)
+PLAIN_CPU=$(median_of without_sid 9 %.0f); SID_CPU=$(median_of with_sid 9 %.0f)
 SPREAD=$(awk '$1=="without_sid" {if (!min || $3<min) min=$3; if ($3>max) max=$3} END {printf "%.1f", min ? 100*(max-min)/min : 0}' "$WORK/revoked")
 
 criterion_report() { # the estimates of `cargo bench --bench session`, if any
@@ -455,6 +459,8 @@ PY
   echo "The precise cost of the lookup is in the criterion table below (nanoseconds against a request's microseconds)."
   echo
   echo "## Criterion"
+  echo
+  echo "\`cargo bench --bench session\` ($CRITERION_OTHERS)."
   echo
   criterion_report
 } > "$OUT"
