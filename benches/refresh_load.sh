@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Session performance, end to end on loopback, everything on this machine's
 # cores (gateway, database, wrk and the demo backend share them):
-#   - POST /api/auth/refresh throughput and latency with wrk, on SQLite, on
-#     Postgres (a throwaway cluster with the server's default durability), and
-#     on Postgres with `synchronous_commit = off`; each with `rotation: false`
-#     (every client re-presents its token) and `rotation: true` (every answer's
-#     successor is presented next; benches/refresh.lua);
+#   - POST /api/auth/refresh throughput and latency with wrk, on SQLite (the
+#     default pool of 8 connections, and a pool of 1), on Postgres (a throwaway
+#     cluster with the server's default durability) and on Postgres with
+#     `synchronous_commit = off`; each with `rotation: false` (every client
+#     re-presents its token) and `rotation: true` (every answer's successor is
+#     presented next; benches/refresh.lua);
 #   - the cost of the revoked-sid check on a proxied request: an `auth:
 #     required` route with a token without `sid` (`portcullis token mint`)
 #     against a session token with `sid`, while the revoked set holds
@@ -13,6 +14,10 @@
 #   - and, unless BENCH_CRITERION=0 or --smoke, `cargo bench --bench session`
 #     (the revoked-set lookup against the cached verification, and the store
 #     level exchange), whose estimates are read from target/criterion.
+# Other builds and tests on the machine disturb every number: each run first
+# waits up to BENCH_QUIET_WAIT seconds (60; 0 with --smoke) for the load this
+# script does not cause to drop below 10%, and the report says how much there
+# was just before and after each run.
 # Writes benches/SESSION-RESULTS.md; --smoke (2 s per run, no criterion run)
 # writes to a temp file and prints it.
 set -euo pipefail
@@ -29,7 +34,7 @@ if [ "$SMOKE" = 1 ]; then
 else
   SECONDS_PER_RUN=${BENCH_SECONDS:-10}
   OUT=benches/SESSION-RESULTS.md
-  REPEATS=${BENCH_REPEATS:-3}
+  REPEATS=${BENCH_REPEATS:-5}
   RUN_CRITERION=${BENCH_CRITERION:-1}
   QUIET_WAIT=${BENCH_QUIET_WAIT:-60}
 fi
@@ -50,27 +55,30 @@ if [ "$SESSIONS" -le "$CONNECTIONS" ]; then
   exit 1
 fi
 
-# Context first: what else is running shapes every number below. `others`
-# counts CPU-heavy processes this script did not start: compilers, linkers and
-# binaries run from a cargo `deps` directory (test binaries, build scripts).
-others() {
-  ps -eo comm=,args= | awk '$1 ~ /^(rustc|clippy-driver|cc1|cc1plus|ld|ld\.lld|lld|rust-lld|collect2)$/ || $2 ~ /\/target\/[^ ]*\/deps\// {n++} END {print n+0}'
+# Context first: what else is running shapes every number below. Other load
+# is measured, not guessed from process names: the share of both cores busy
+# over one second while this script's own processes idle (between runs).
+busy_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
+other_load() {
+  local b0 t0 b1 t1
+  read -r b0 t0 <<<"$(busy_ticks)"; sleep 1; read -r b1 t1 <<<"$(busy_ticks)"
+  awk -v b="$((b1 - b0))" -v t="$((t1 - t0))" 'BEGIN {printf "%.0f", t ? 100*b/t : 0}'
 }
-# quiet: waits up to $QUIET_WAIT s for `others` to reach 0 before a run.
+# quiet: waits up to $QUIET_WAIT s for other load to drop below 10%.
 quiet() {
   local waited=0
-  while [ "$(others)" -gt 0 ] && [ "$waited" -lt "$QUIET_WAIT" ]; do sleep 1; waited=$((waited + 1)); done
+  while [ "$(other_load)" -ge 10 ] && [ "$waited" -lt "$QUIET_WAIT" ]; do waited=$((waited + 1)); done
 }
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-OTHER_BUILDS=$(others)
+OTHER_LOAD=$(other_load)
 OTHER_PG=$(ps -eo comm= | grep -cx 'postgres' || true)
 
 CRITERION_OTHERS="not run by this script"
 if [ "$RUN_CRITERION" = 1 ]; then
   quiet
-  criterion_start=$(others)
+  criterion_start=$(other_load)
   cargo bench --bench session
-  CRITERION_OTHERS="other builds at its start/end: $criterion_start/$(others)"
+  CRITERION_OTHERS="other load before/after: $criterion_start%/$(other_load)%"
 fi
 cargo build --release --bins -q
 
@@ -238,7 +246,6 @@ stop_gateway() {
 }
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-busy_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
 TICK=$(getconf CLK_TCK)
 
 # wrk_parse OUTPUT -> "rps p50 p99 requests non2xx socket_errors"
@@ -251,16 +258,16 @@ $(awk '$1=="99%" {print $2}' <<<"$out") $(awk '/requests in/ {print $1}' <<<"$ou
 }
 
 # measure ROWS NAME [wrk args…] -> appends "name rps p50 p99 requests non2xx
-# socket_errors gateway_cpu_us_per_request machine_busy_% others_start/others_end" to ROWS.
+# socket_errors gateway_cpu_us_per_request machine_busy_% other_load_before/after" to ROWS.
 measure() {
   local rows=$1 name=$2; shift 2
   local before after b0 t0 b1 t1 out o0 o1
   quiet
-  o0=$(others)
+  o0=$(other_load)
   before=$(cpu_ticks "$GW_PID"); read -r b0 t0 <<<"$(busy_ticks)"
   out=$(wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$@")
   after=$(cpu_ticks "$GW_PID"); read -r b1 t1 <<<"$(busy_ticks)"
-  o1=$(others)
+  o1=$(other_load)
   read -r rps p50 p99 reqs non2xx errs <<<"$(wrk_parse "$out")"
   if [ "$non2xx" != 0 ] || [ "$errs" != none ]; then
     echo "WARNING: $name: $non2xx non-2xx answers, socket errors: $errs" >&2
@@ -269,7 +276,7 @@ measure() {
   local cpu busy
   cpu=$(awk -v t="$((after - before))" -v r="$reqs" -v hz="$TICK" 'BEGIN {printf "%.0f", r ? t/hz*1e6/r : 0}')
   busy=$(awk -v b="$((b1 - b0))" -v t="$((t1 - t0))" 'BEGIN {printf "%.0f", t ? 100*b/t : 0}')
-  echo "$name $rps $p50 $p99 $reqs $non2xx $errs $cpu $busy $o0/$o1" >> "$rows"
+  echo "$name $rps $p50 $p99 $reqs $non2xx $errs $cpu $busy $o0%/$o1%" >> "$rows"
 }
 
 UP=$(port)
@@ -345,9 +352,9 @@ PLAIN_CPU=$(median_of without_sid 9 %.0f); SID_CPU=$(median_of with_sid 9 %.0f)
 SPREAD=$(awk '$1=="without_sid" {if (!min || $3<min) min=$3; if ($3>max) max=$3} END {printf "%.1f", min ? 100*(max-min)/min : 0}' "$WORK/revoked")
 
 criterion_report() { # the estimates of `cargo bench --bench session`, if any
-  python3 - "$TARGET_DIR/criterion" <<'PY'
+  python3 - "$TARGET_DIR/criterion" "$SID_CPU" <<'PY'
 import json, os, sys, time
-root = sys.argv[1]
+root, request_cpu_us = sys.argv[1], float(sys.argv[2])
 def mean(*parts):
     path = os.path.join(root, *parts, "new", "estimates.json")
     try:
@@ -364,7 +371,7 @@ verify_sid, when = mean("revoked_check", "verify_cached_hs256_with_sid")
 if verify_sid is None:
     print("No criterion estimates in target/criterion: run `cargo bench --bench session` (this script does unless BENCH_CRITERION=0 or --smoke).")
     sys.exit()
-print(f"From `cargo bench --bench session`, estimates of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when))} (mean per iteration, one thread).")
+print(f"Estimates of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when))}: mean per iteration, one thread.")
 print()
 print("### Revoked-set lookup against the cached verification")
 print()
@@ -381,6 +388,13 @@ for label, parts in rows:
     ns, _ = mean("revoked_check", *parts)
     ratio = f"{ns / verify_sid:.3f}" if ns is not None else "–"
     print(f"| {label} | {fmt(ns)} | {ratio} |")
+miss_1k, _ = mean("revoked_check", "contains_miss", "1000")
+miss_100k, _ = mean("revoked_check", "contains_miss", "100000")
+if miss_1k is not None and miss_100k is not None and request_cpu_us > 0:
+    print()
+    print(f"So the check adds {miss_1k:.0f} ns to a proxied request with a `sid` while 1,000 sessions are revoked")
+    print(f"({miss_100k:.0f} ns with 100,000): {100 * miss_1k / verify_sid:.1f}% of the cached verification, and")
+    print(f"{100 * miss_1k / (request_cpu_us * 1000):.3f}% of the {request_cpu_us:.0f} µs of gateway CPU such a request took in the wrk run above.")
 print()
 print("### Refresh exchange at the store level")
 print()
@@ -409,9 +423,9 @@ PY
   echo "Generated by \`benches/refresh_load.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC')."
   echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB RAM;"
   echo "disk: ${FSYNC_US} µs per 4 KiB write + fdatasync (mean of 200, in the run's temp directory) — what a durable commit waits for."
-  echo "Concurrent activity when the script started: load average ${LOAD_BEFORE}, ${OTHER_BUILDS} compiler/linker processes"
-  echo "and ${OTHER_PG} postgres processes not started by this script (other builds and test clusters may run meanwhile;"
-  echo "compare the ratios, measured side by side in one run, rather than absolute values)."
+  echo "When the script started: load average ${LOAD_BEFORE}, other load ${OTHER_LOAD}% of both cores, ${OTHER_PG} postgres"
+  echo "processes of other test clusters. Other engineers' builds and tests share this machine; each row says how busy"
+  echo "it was just before and after the run (compare the ratios, measured side by side in one run, not absolute values)."
   [ -n "$PG_SKIP" ] || echo "${PG_SETTINGS} (a throwaway cluster with the server's defaults; \`portcullis_async\` sets \`synchronous_commit = off\`)."
   [ "$SMOKE" = 1 ] && echo && echo "**Smoke run** (${SECONDS_PER_RUN}s per case): checks the harness works; the numbers mean little."
   echo
@@ -424,11 +438,11 @@ PY
   echo "the database's work; Postgres' own CPU shows only in machine busy."
   echo "Kept: \`rotation: false\`, each token presented again. Rotated: \`rotation: true\` (the default), each 200"
   echo "answer's successor is presented next (\`benches/refresh.lua\`, which also parses every answer body)."
-  echo "Machine busy = all cores, user + system, during the run (100% = both cores saturated). Other builds = CPU-heavy"
-  echo "processes this script did not start (compilers, linkers, test binaries) at the run's start and end; each run"
-  echo "first waits up to ${QUIET_WAIT}s for there to be none. Rows with other builds running are disturbed."
+  echo "Machine busy = all cores, user + system, during the run (100% = both cores saturated). Other load = the same"
+  echo "over one second just before and just after the run, while this script's processes idle: work of other builds"
+  echo "and tests. Each run first waits up to ${QUIET_WAIT}s for it to drop below 10%; rows where it did not are disturbed."
   echo
-  echo "| store | rotation | refreshes/s | p50 | p99 | non-2xx | socket errors | gateway CPU µs/refresh | machine busy | other builds (start/end) | ratio vs SQLite (same rotation) |"
+  echo "| store | rotation | refreshes/s | p50 | p99 | non-2xx | socket errors | gateway CPU µs/refresh | machine busy | other load (before/after) | ratio vs SQLite (same rotation) |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
   while read -r name kind rps p50 p99 reqs non2xx errs cpu busy others; do
     base=$SQLITE_KEPT; [ "$kind" = rotated ] && base=$SQLITE_ROT
@@ -446,7 +460,7 @@ PY
   echo "\`portcullis token mint\` (the check is skipped); with \`sid\`: a live session's access token from the admin API"
   echo "(verified from the cache, then looked up in the revoked set: a miss)."
   echo
-  echo "| token | run | requests/s | p50 | p99 | non-2xx | gateway CPU µs/request | machine busy | other builds (start/end) |"
+  echo "| token | run | requests/s | p50 | p99 | non-2xx | gateway CPU µs/request | machine busy | other load (before/after) |"
   echo "|---|---|---|---|---|---|---|---|---|"
   while read -r kind run rps p50 p99 reqs non2xx errs cpu busy others; do
     printf '| %s | %s | %s | %s | %s | %s | %s | %s%% | %s |\n' "$kind" "$run" "$rps" "$p50" "$p99" "$non2xx" "$cpu" "$busy" "$others"
