@@ -20,7 +20,12 @@ const CLAIMS: &[u8] = br#"{"sub":"user-1234","iss":"https://auth.example.com","a
 
 fn module(name: &str) -> Vec<u8> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins");
-    let path = root.join("out").join(format!("{name}.wasm"));
+    // PORTCULLIS_PLUGIN_OUT: compare another build of the plugins (e.g. other
+    // optimisation settings) without touching plugins/out.
+    let out = std::env::var_os("PORTCULLIS_PLUGIN_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("out"));
+    let path = out.join(format!("{name}.wasm"));
     if !path.exists() {
         let status = std::process::Command::new("bash")
             .arg(root.join("build.sh"))

@@ -15,19 +15,20 @@
 //! end to end with wrk and writes both into `benches/SESSION-RESULTS.md`.
 //!
 //! Postgres is the server in `DATABASE_URL` when it is set, otherwise a
-//! throwaway cluster started here and removed at exit. That cluster keeps the
-//! server's default durability (`fsync`, `synchronous_commit` on): the test
-//! cluster of `tests/common/postgres.rs` turns fsync off for speed, and SQLite
-//! here fsyncs its WAL on every commit (sqlx's default `synchronous = FULL`),
-//! so only a durable Postgres compares fairly. A second database on the same
+//! throwaway cluster started here (by `tests/common/postgres.rs`, the tests'
+//! own harness) and removed at exit. That cluster keeps the server's default
+//! durability (`fsync`, `synchronous_commit` on, [`Durability::Durable`]):
+//! the tests' clusters turn fsync off for speed, and SQLite here fsyncs its
+//! WAL on every commit (sqlx's default `synchronous = FULL`), so only a
+//! durable Postgres compares fairly. A second database on the same
 //! server sets `synchronous_commit = off` (commits no longer wait for the WAL
 //! flush; a crash can lose the last few hundred milliseconds of refreshes, but
 //! never corrupts), the usual tuning for this kind of table. When no Postgres
 //! can be started the Postgres benchmarks are skipped and the reason printed.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ use portcullis::session::revoked::RevokedSet;
 use portcullis::session::store::{
     self, Claims, NewSession, RefreshOutcome, SessionStore, Timestamp,
 };
+use postgres::{Cluster, Durability, Server};
 use serde_json::json;
 use sqlx::Connection as _;
 use uuid::Uuid;
@@ -232,7 +234,7 @@ fn refresh_exchange(c: &mut Criterion) {
             .expect("SQLite store in a temp file"),
     )];
 
-    let postgres = match PostgresServer::start() {
+    let postgres = match start_postgres() {
         Ok(server) => Some(server),
         Err(why) => {
             eprintln!("skipping the Postgres refresh benchmarks: {why}");
@@ -243,7 +245,7 @@ fn refresh_exchange(c: &mut Criterion) {
     if let Some(server) = &postgres {
         for (name, synchronous_commit) in [("postgres", "on"), ("postgres_async_commit", "off")] {
             let opened = runtime.block_on(async {
-                let url = server.create_database(synchronous_commit).await?;
+                let url = create_database(server, synchronous_commit).await?;
                 databases.push(url.clone());
                 let store = open_store(&url).await?;
                 describe_postgres(&url).await?;
@@ -272,7 +274,7 @@ fn refresh_exchange(c: &mut Criterion) {
     group.finish();
 
     drop(stores);
-    if let Some(PostgresServer::External(admin_url)) = &postgres {
+    if let Some(Server::External(admin_url)) = &postgres {
         runtime.block_on(drop_databases(admin_url, &databases));
     }
     // A local cluster is stopped and deleted when `postgres` drops here.
@@ -320,298 +322,35 @@ async fn drop_databases(admin_url: &str, urls: &[String]) {
     let _ = admin.close().await;
 }
 
-/// The Postgres server the refresh benchmarks run against.
-enum PostgresServer {
-    /// `DATABASE_URL`: a maintenance URL with the right to create databases.
-    External(String),
-    /// A cluster this process started.
-    Local(Cluster),
+/// The Postgres server the refresh benchmarks run against: `DATABASE_URL`
+/// (a maintenance URL with the right to create databases), or a durable
+/// cluster this process starts.
+fn start_postgres() -> Result<Server, String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Ok(Server::External(url)),
+        _ => Cluster::start_with(Durability::Durable).map(Server::Local),
+    }
 }
 
-impl PostgresServer {
-    fn start() -> Result<PostgresServer, String> {
-        match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.trim().is_empty() => Ok(PostgresServer::External(url)),
-            _ => Cluster::start().map(PostgresServer::Local),
-        }
-    }
-
-    fn admin_url(&self) -> String {
-        match self {
-            PostgresServer::External(url) => url.clone(),
-            PostgresServer::Local(cluster) => cluster.url("postgres"),
-        }
-    }
-
-    /// Creates `bench_<uuid>` with the given `synchronous_commit`; returns
-    /// its URL.
-    async fn create_database(&self, synchronous_commit: &str) -> Result<String, String> {
-        let admin_url = self.admin_url();
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
+/// Creates `bench_<uuid>` on `server` with the given `synchronous_commit`;
+/// returns its URL.
+async fn create_database(server: &Server, synchronous_commit: &str) -> Result<String, String> {
+    let admin_url = server.admin_url();
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .map_err(|e| format!("connect to {}: {e}", store::redact_url(&admin_url)))?;
+    let name = format!("bench_{}", Uuid::new_v4().simple());
+    for statement in [
+        format!("CREATE DATABASE \"{name}\""),
+        format!("ALTER DATABASE \"{name}\" SET synchronous_commit = {synchronous_commit}"),
+    ] {
+        sqlx::query(&statement)
+            .execute(&mut admin)
             .await
-            .map_err(|e| format!("connect to {}: {e}", store::redact_url(&admin_url)))?;
-        let name = format!("bench_{}", Uuid::new_v4().simple());
-        for statement in [
-            format!("CREATE DATABASE \"{name}\""),
-            format!("ALTER DATABASE \"{name}\" SET synchronous_commit = {synchronous_commit}"),
-        ] {
-            sqlx::query(&statement)
-                .execute(&mut admin)
-                .await
-                .map_err(|e| format!("{statement}: {e}"))?;
-        }
-        let _ = admin.close().await;
-        Ok(with_database(&admin_url, &name))
+            .map_err(|e| format!("{statement}: {e}"))?;
     }
-}
-
-/// `url` pointing at database `name` instead (query string kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    format!("{}/{name}{query}", &base[..path_start])
-}
-
-/// A durable Postgres cluster in a temp directory on a free loopback port,
-/// stopped and deleted on drop. As root (initdb refuses root) the server runs
-/// as the `postgres` OS user. `pg_ctl` detaches the server, so a watchdog —
-/// `sh` in its own process group, blocked on a pipe only this process holds —
-/// stops and deletes it when this process dies without dropping the cluster
-/// (a kill, Ctrl-C).
-struct Cluster {
-    port: u16,
-    root: PathBuf,
-    bin_dir: PathBuf,
-    as_postgres_user: bool,
-    watchdog: Option<ChildStdin>,
-}
-
-impl Cluster {
-    fn start() -> Result<Cluster, String> {
-        let bin_dir = find_bin_dir().ok_or(
-            "no Postgres server binaries (initdb, pg_ctl, postgres) in $PG_BINDIR, \
-             /usr/lib/postgresql/*/bin or $PATH, and DATABASE_URL is not set",
-        )?;
-        let root = std::env::temp_dir().join(format!("portcullis-bench-pg-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let mut cluster = Cluster {
-            port: 0,
-            root,
-            bin_dir,
-            as_postgres_user: running_as_root(),
-            watchdog: None,
-        };
-        // From here on `cluster` is stopped and deleted on any error.
-        for dir in [cluster.root.clone(), cluster.data(), cluster.socket_dir()] {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        }
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&cluster.root, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("chmod {}: {e}", cluster.root.display()))?;
-        if cluster.as_postgres_user {
-            let status = Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(cluster.data())
-                .arg(cluster.socket_dir())
-                .status()
-                .map_err(|e| format!("chown: {e}"))?;
-            if !status.success() {
-                return Err(format!("chown postgres: {status}"));
-            }
-        }
-        cluster.spawn_watchdog()?;
-        let data = path_str(&cluster.data())?.to_owned();
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ],
-        )?;
-        // A port free a moment ago can be taken before the server binds it.
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            cluster.port = free_port()?;
-            let options = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1",
-                cluster.port,
-                path_str(&cluster.socket_dir())?
-            );
-            let log = cluster.data().join("server.log");
-            match cluster.run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    &data,
-                    "-l",
-                    path_str(&log)?,
-                    "-o",
-                    &options,
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ],
-            ) {
-                Ok(()) => return Ok(cluster),
-                Err(e) => {
-                    let server_log = std::fs::read_to_string(&log).unwrap_or_default();
-                    last_error = format!("{e}\n--- server log ---\n{server_log}");
-                }
-            }
-        }
-        Err(last_error)
-    }
-
-    fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.root.join("data")
-    }
-
-    fn socket_dir(&self) -> PathBuf {
-        self.root.join("socket")
-    }
-
-    fn spawn_watchdog(&mut self) -> Result<(), String> {
-        let script = r#"
-            trap '' HUP INT
-            cat >/dev/null 2>&1
-            if [ "$4" = 1 ]; then
-                runuser -u postgres -- "$1" -D "$2" -m immediate -w stop
-            else
-                "$1" -D "$2" -m immediate -w stop
-            fi
-            rm -rf "$3"
-        "#;
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(script)
-            .arg("portcullis-bench-pg-watchdog")
-            .arg(self.bin_dir.join("pg_ctl"))
-            .arg(self.data())
-            .arg(&self.root)
-            .arg(if self.as_postgres_user { "1" } else { "0" })
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("spawn the cleanup watchdog: {e}"))?;
-        self.watchdog = child.stdin.take();
-        Ok(())
-    }
-
-    /// Runs a server binary (as `postgres` when we are root) with its output
-    /// in a log file — never a pipe, which the detached server would keep open.
-    fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {
-        let log = self.root.join(format!("{program}.log"));
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(|e| format!("open {}: {e}", log.display()))?;
-        let _ = writeln!(file, "$ {program} {}", args.join(" "));
-        let err = file.try_clone().map_err(|e| format!("log handle: {e}"))?;
-        let binary = self.bin_dir.join(program);
-        let mut command = if self.as_postgres_user {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(binary);
-            command
-        } else {
-            Command::new(binary)
-        };
-        let status = command
-            .args(args)
-            .current_dir(&self.root)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err)
-            .status()
-            .map_err(|e| format!("run {program}: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            Err(format!("{program} failed ({status}):\n{text}"))
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if self.data().join("postmaster.pid").exists() {
-            if let Ok(data) = path_str(&self.data()) {
-                let _ = self.run("pg_ctl", &["-D", data, "-m", "immediate", "-w", "stop"]);
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-        // Closing the pipe lets the watchdog go; nothing is left for it to do.
-        self.watchdog.take();
-    }
-}
-
-fn find_bin_dir() -> Option<PathBuf> {
-    let has_all = |dir: &Path| {
-        ["initdb", "pg_ctl", "postgres"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-    };
-    let mut candidates: Vec<PathBuf> = std::env::var_os("PG_BINDIR")
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
-    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
-        let mut versions: Vec<(u32, PathBuf)> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-            .collect();
-        versions.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
-        candidates.extend(versions.into_iter().map(|(_, dir)| dir));
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path));
-    }
-    candidates.into_iter().find(|dir| has_all(dir))
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let uid = status.lines().find(|l| l.starts_with("Uid:"))?;
-            Some(uid.split_whitespace().nth(1)? == "0")
-        })
-        .unwrap_or(false)
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("find a free port: {e}"))
-}
-
-fn path_str(path: &Path) -> Result<&str, String> {
-    path.to_str()
-        .ok_or_else(|| format!("{} is not UTF-8", path.display()))
+    let _ = admin.close().await;
+    Ok(postgres::with_database(&admin_url, &name))
 }
 
 criterion_group!(benches, revoked_check, refresh_exchange);

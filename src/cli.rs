@@ -104,7 +104,7 @@ pub fn main() -> ExitCode {
 fn run(path: PathBuf) -> ExitCode {
     match config::load(&path) {
         Ok(generation) => {
-            crate::logging::init(generation.log.format, &generation.log.level);
+            crate::logging::init(&generation.log);
             crate::server::run(path, generation)
         }
         Err(e) => {

@@ -27,6 +27,8 @@ pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
     pub access: bool,
+    /// Emit span-close records (`portcullis::span` target at debug).
+    pub spans: bool,
 }
 
 /// Cookie that may carry the access token.

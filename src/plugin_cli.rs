@@ -1,6 +1,8 @@
 //! `portcullis plugin test`: run one plugin on sample input the way the
 //! gateway would, and show what it decided and what it costs.
 
+use std::fmt;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,15 +70,71 @@ fn header_names(list: &[String]) -> Result<Vec<HeaderName>, String> {
         .collect()
 }
 
+/// Where the results go. A reader that goes away early (`| head -1`) is
+/// not an error: the rest of the report is dropped quietly (`println!`
+/// would panic on the broken pipe), and the timing run, whose only purpose
+/// is a line nobody reads any more, is skipped.
+struct Report<W: Write> {
+    out: W,
+    /// The reader closed the pipe.
+    closed: bool,
+}
+
+impl<W: Write> Report<W> {
+    fn new(out: W) -> Self {
+        Report { out, closed: false }
+    }
+
+    /// Writes one line; `Err` only for a write failure other than a closed pipe.
+    fn line(&mut self, args: fmt::Arguments<'_>) -> Result<(), String> {
+        if self.closed {
+            return Ok(());
+        }
+        let written = self
+            .out
+            .write_fmt(args)
+            .and_then(|()| self.out.write_all(b"\n"));
+        self.settle(written)
+    }
+
+    /// Flushes what is buffered (same rules as [`Report::line`]).
+    fn finish(&mut self) -> Result<(), String> {
+        if self.closed {
+            return Ok(());
+        }
+        let flushed = self.out.flush();
+        self.settle(flushed)
+    }
+
+    fn settle(&mut self, result: io::Result<()>) -> Result<(), String> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot write the results: {e}")),
+        }
+    }
+}
+
+/// One line into a [`Report`], returning early on a real write error.
+macro_rules! say {
+    ($report:expr, $($arg:tt)*) => {
+        $report.line(format_args!($($arg)*))?
+    };
+}
+
 /// Runs `plugin test`; returns 0 when the plugin continued or denied, 1 on failure.
 pub fn test(args: TestArgs) -> ExitCode {
-    match run(args) {
+    let mut report = Report::new(io::stdout().lock());
+    match run(args, &mut report).and_then(|code| report.finish().map(|()| code)) {
         Ok(code) => code,
         Err(message) => fail(message),
     }
 }
 
-fn run(args: TestArgs) -> Result<ExitCode, String> {
+fn run<W: Write>(args: TestArgs, report: &mut Report<W>) -> Result<ExitCode, String> {
     let wasm = std::fs::read(&args.module)
         .map_err(|e| format!("cannot read {}: {e}", args.module.display()))?;
     let config = match &args.config {
@@ -135,24 +193,34 @@ fn run(args: TestArgs) -> Result<ExitCode, String> {
     let host = PluginHost::new().map_err(|e| e.to_string())?;
     let run = run_once(&host, spec.clone(), &claims_json, &meta).map_err(|e| e.to_string())?;
     for line in &run.logs {
-        println!("log {}: {}", line.level.as_str(), line.message);
+        say!(report, "log {}: {}", line.level.as_str(), line.message);
     }
     let code = match &run.outcome {
         Outcome::Continue(changes) if changes.is_empty() => {
-            println!("continue: no header changes");
+            say!(report, "continue: no header changes");
             ExitCode::SUCCESS
         }
         Outcome::Continue(changes) => {
-            println!("continue with {} header change(s):", changes.len());
+            say!(report, "continue with {} header change(s):", changes.len());
             for c in changes {
                 match c {
                     HeaderChange::Set(n, v) => {
-                        println!("  set     {}: {}", n, String::from_utf8_lossy(v.as_bytes()))
+                        say!(
+                            report,
+                            "  set     {}: {}",
+                            n,
+                            String::from_utf8_lossy(v.as_bytes())
+                        )
                     }
                     HeaderChange::Append(n, v) => {
-                        println!("  append  {}: {}", n, String::from_utf8_lossy(v.as_bytes()))
+                        say!(
+                            report,
+                            "  append  {}: {}",
+                            n,
+                            String::from_utf8_lossy(v.as_bytes())
+                        )
                     }
-                    HeaderChange::Remove(n) => println!("  remove  {n}"),
+                    HeaderChange::Remove(n) => say!(report, "  remove  {n}"),
                 }
             }
             ExitCode::SUCCESS
@@ -160,18 +228,23 @@ fn run(args: TestArgs) -> Result<ExitCode, String> {
         Outcome::Deny {
             status, message, ..
         } => {
-            println!("deny: {status} {message}");
+            say!(report, "deny: {status} {message}");
             ExitCode::SUCCESS
         }
         Outcome::Failed { error, .. } => {
-            println!("failed ({}): {error}", error.invocation_result().as_str());
+            say!(
+                report,
+                "failed ({}): {error}",
+                error.invocation_result().as_str()
+            );
             ExitCode::FAILURE
         }
     };
-    if args.iterations > 0 {
+    if args.iterations > 0 && !report.closed {
         let plugin = CompiledPlugin::compile(&host, spec).map_err(|e| e.to_string())?;
         let m = measure(&plugin, &claims_json, &meta, args.iterations);
-        println!(
+        say!(
+            report,
             "time per call: {:.2} µs mean, {:.2} µs min over {} calls (reused instance; first call {:.1} µs)",
             m.mean.as_secs_f64() * 1e6,
             m.min.as_secs_f64() * 1e6,
@@ -180,4 +253,76 @@ fn run(args: TestArgs) -> Result<ExitCode, String> {
         );
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pipe whose reader leaves after `accept` bytes.
+    struct ClosesAfter {
+        accept: usize,
+        written: Vec<u8>,
+    }
+
+    impl Write for ClosesAfter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.written.len() >= self.accept {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.accept - self.written.len());
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn write_report<W: Write>(report: &mut Report<W>) -> Result<(), String> {
+        say!(report, "continue with {} header change(s):", 2);
+        say!(report, "  set     x-user-id: u-1");
+        say!(report, "  set     x-plan: pro");
+        report.finish()
+    }
+
+    #[test]
+    fn a_reader_that_goes_away_ends_the_report_quietly() {
+        let mut report = Report::new(ClosesAfter {
+            accept: 10,
+            written: Vec::new(),
+        });
+        assert_eq!(write_report(&mut report), Ok(()));
+        assert!(report.closed);
+        assert_eq!(report.out.written, b"continue w");
+    }
+
+    #[test]
+    fn other_write_errors_are_reported() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("No space left on device"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut report = Report::new(Full);
+        let err = write_report(&mut report).unwrap_err();
+        assert!(err.contains("cannot write the results"), "{err}");
+        assert!(!report.closed);
+    }
+
+    #[test]
+    fn an_open_reader_gets_every_line() {
+        let mut report = Report::new(Vec::new());
+        assert_eq!(write_report(&mut report), Ok(()));
+        assert!(!report.closed);
+        assert_eq!(
+            String::from_utf8_lossy(&report.out),
+            "continue with 2 header change(s):\n  set     x-user-id: u-1\n  set     x-plan: pro\n"
+        );
+    }
 }

@@ -2,6 +2,15 @@
 //! request path in DESIGN.md and delegates to the module that owns the concern:
 //! routing (`route`), tokens (`jwt`), header hygiene (`headers`), pools
 //! (`upstream`), answers (`reply`), metrics (`metrics`).
+//!
+//! Spans (see `logging`): a `request` span lives in [`RequestCtx`] from the
+//! moment the request id is known until `logging`; `jwt_verify` and
+//! `plugin_chain` wrap the synchronous auth and plugin steps, and `upstream`
+//! is kept in the context from `upstream_peer` until the upstream's answer
+//! is complete. No guard is ever held across an `.await`. A child span is
+//! closed while `request` is the current span: the JSON formatter takes a
+//! record's span list from the current span, so the close record then lists
+//! `request` (and its `request_id`) above the closing span.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,10 +23,13 @@ use pingora::prelude::HttpPeer;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::access::{extract_token, rejection_reply};
 use crate::generation::Generation;
 use crate::jwt::VerifiedToken;
+use crate::logging::SPAN_TARGET;
 use crate::metrics::Metrics;
 use crate::plugin::{HeaderChange, InvocationResult, Outcome, RequestMeta};
 use crate::reply::Reply;
@@ -86,6 +98,10 @@ pub struct RequestCtx {
     header_changes: Vec<HeaderChange>,
     /// Set when the gateway answered a built-in route (`session_api`, `jwks`).
     builtin: Option<&'static str>,
+    /// The `request` span; disabled (free) unless `log.spans` is on.
+    span: Span,
+    /// The `upstream` span, open while the upstream leg is under way.
+    upstream_span: Span,
 }
 
 impl RequestCtx {
@@ -96,6 +112,20 @@ impl RequestCtx {
         match (&self.generation, self.route) {
             (Some(g), Some(i)) => g.router.get(i).map(|r| &*r.name).unwrap_or("none"),
             _ => "none",
+        }
+    }
+
+    /// Ends the upstream leg: closes the `upstream` span (if open) while
+    /// `request` is current, so its close record lists `request` above it.
+    fn close_upstream_span(&mut self) {
+        let _request = self.span.enter();
+        self.upstream_span = Span::none();
+    }
+
+    /// Puts the route (or built-in answer) on the `request` span once known.
+    fn record_route(&self) {
+        if !self.span.is_disabled() {
+            self.span.record("route", self.route_name());
         }
     }
 }
@@ -124,7 +154,31 @@ impl Gateway {
             return Ok(());
         }
         let revoked = self.sessions.as_ref().map(|s| &*s.revoked);
-        let verdict = crate::access::check(gen, revoked, token);
+        let _request = ctx.span.enter();
+        let verdict = {
+            // Result fields only: never the token or its claims.
+            let span = tracing::debug_span!(
+                target: SPAN_TARGET,
+                parent: &ctx.span,
+                "jwt_verify",
+                result = Empty,
+                reason = Empty,
+                cached = Empty,
+            );
+            let _entered = span.enter();
+            let verdict = crate::access::check(gen, revoked, token);
+            match &verdict {
+                Ok((_, cached)) => {
+                    span.record("result", "ok");
+                    span.record("cached", *cached);
+                }
+                Err(rejection) => {
+                    span.record("result", "fail");
+                    span.record("reason", rejection.reason());
+                }
+            }
+            verdict
+        };
         let labels = |result: &str, reason: &str| {
             self.metrics
                 .jwt_validations
@@ -191,7 +245,26 @@ impl Gateway {
             host: host.unwrap_or(""),
             headers: &req.headers,
         };
+        let _request = ctx.span.enter();
+        let span = tracing::debug_span!(
+            target: SPAN_TARGET,
+            parent: &ctx.span,
+            "plugin_chain",
+            plugins = route.plugins.plugins().len(),
+            outcome = Empty,
+        );
+        // Entered for the whole (synchronous) step: each plugin's own span
+        // and any plugin warning nest under it.
+        let _entered = span.enter();
         let result = route.plugins.run(claims, &meta);
+        span.record(
+            "outcome",
+            match result.outcome {
+                Outcome::Continue(_) => "continue",
+                Outcome::Deny { .. } => "deny",
+                Outcome::Failed { .. } => "failed",
+            },
+        );
         for inv in &result.invocations {
             self.metrics
                 .plugin_invocations
@@ -248,6 +321,8 @@ impl ProxyHttp for Gateway {
             target: None,
             header_changes: Vec::new(),
             builtin: None,
+            span: Span::none(),
+            upstream_span: Span::none(),
         }
     }
 
@@ -262,6 +337,13 @@ impl ProxyHttp for Gateway {
                 .headers
                 .get(&gen.headers.request_id)
                 .map(|v| v.as_bytes()),
+        );
+        ctx.span = tracing::debug_span!(
+            target: SPAN_TARGET,
+            "request",
+            request_id = %ctx.request_id,
+            method = session.req_header().method.as_str(),
+            route = Empty,
         );
         let header_bytes: usize = session
             .req_header()
@@ -292,6 +374,7 @@ impl ProxyHttp for Gateway {
         if path == JWKS_PATH && req.method == http::Method::GET {
             if let Some(jwks) = &gen.jwks {
                 ctx.builtin = Some("jwks");
+                ctx.record_route();
                 Reply::ok(200, jwks.clone())
                     .with_header("cache-control", "public, max-age=300")
                     .send(session, &ctx.request_id)
@@ -302,19 +385,24 @@ impl ProxyHttp for Gateway {
         if let Some(settings) = gen.sessions.clone() {
             if let Some(endpoint) = settings.endpoint(path) {
                 ctx.builtin = Some("session_api");
+                ctx.record_route();
                 let api = AuthApi {
                     gen: &gen,
                     settings: &settings,
                     service: self.sessions.as_deref(),
                     metrics: &self.metrics,
                 };
-                let reply = api.handle(endpoint, session).await;
+                let reply = api
+                    .handle(endpoint, session)
+                    .instrument(ctx.span.clone())
+                    .await;
                 reply.send(session, &ctx.request_id).await?;
                 return Ok(true);
             }
         }
         let host = request_host(req);
         let Some((idx, _)) = gen.router.find(host.as_deref(), path, &req.method) else {
+            ctx.record_route();
             let msg = format!("No route for {} {}", req.method, path);
             Reply::error(404, "no_route", msg)
                 .send(session, &ctx.request_id)
@@ -322,6 +410,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.route = Some(idx);
+        ctx.record_route();
 
         if let Err(reply) = self.authenticate(&gen, idx, session.req_header(), ctx) {
             reply.send(session, &ctx.request_id).await?;
@@ -334,8 +423,10 @@ impl ProxyHttp for Gateway {
         }
         let login = gen.router.get(idx).and_then(|r| r.login.clone());
         if let Some(capture) = login {
+            let span = ctx.span.clone();
             if let Err(reply) = self
                 .intercept_login(session, &gen, idx, &capture, ctx)
+                .instrument(span)
                 .await
             {
                 reply.send(session, &ctx.request_id).await?;
@@ -345,7 +436,8 @@ impl ProxyHttp for Gateway {
         Ok(false)
     }
 
-    /// Picks a healthy target of the route's pool (round-robin).
+    /// Picks a healthy target of the route's pool (round-robin) and opens
+    /// the `upstream` span.
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -362,14 +454,22 @@ impl ProxyHttp for Gateway {
             .get(idx)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route index out of range"))?;
         let pool = &gen.upstreams[route.upstream];
+        let span = upstream_span(&ctx.span);
         let Some(target) = pool.pick() else {
+            // Closes here: there is no upstream leg to time.
+            span.record("error", "no_healthy_target");
+            ctx.span.in_scope(|| drop(span));
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 "no healthy upstream target",
             ));
         };
+        span.record("target", &*target.label);
         ctx.target = Some(target.label.clone());
-        Ok(Box::new(pool.peer(target)))
+        let peer = Box::new(pool.peer(target));
+        ctx.close_upstream_span(); // a retry: the previous attempt's leg ends
+        ctx.upstream_span = span;
+        Ok(peer)
     }
 
     /// Rewrites the path, sets identity and forwarding headers.
@@ -386,6 +486,32 @@ impl ProxyHttp for Gateway {
             .get(http::header::HOST)
             .cloned();
         self.prepare_upstream_request(upstream, client_ip, host, ctx)
+    }
+
+    /// Notes the upstream's status on the `upstream` span.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_span
+            .record("status", upstream_response.status.as_u16());
+        Ok(())
+    }
+
+    /// Closes the `upstream` span once the upstream's body is complete.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if end_of_stream {
+            ctx.close_upstream_span();
+        }
+        Ok(None)
     }
 
     /// Echoes the request id to the client.
@@ -447,8 +573,13 @@ impl ProxyHttp for Gateway {
     }
 
     /// Metrics and one access event per request. Logs the path without the
-    /// query string, which may carry secrets.
+    /// query string, which may carry secrets. Closes the request's spans.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // Still open: the request ended before the upstream's answer did.
+        if let Some(e) = e {
+            ctx.upstream_span.record("error", e.etype().as_str());
+        }
+        ctx.close_upstream_span();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -475,22 +606,39 @@ impl ProxyHttp for Gateway {
                 AuthOutcome::Rejected(r) => r,
                 _ => "",
             };
-            tracing::info!(
-                target: "portcullis::access",
-                request_id = %ctx.request_id,
-                method = %req.method,
-                path = %req.uri.path(),
-                route = %route,
-                status,
-                latency_ms = elapsed.as_secs_f64() * 1000.0,
-                auth = ctx.auth.as_str(),
-                reason,
-                upstream_target = ctx.target.as_deref().unwrap_or(""),
-                error = e.map(|e| e.etype().as_str()).unwrap_or(""),
-                "request"
-            );
+            ctx.span.in_scope(|| {
+                tracing::info!(
+                    target: "portcullis::access",
+                    request_id = %ctx.request_id,
+                    method = %req.method,
+                    path = %req.uri.path(),
+                    route = %route,
+                    status,
+                    latency_ms = elapsed.as_secs_f64() * 1000.0,
+                    auth = ctx.auth.as_str(),
+                    reason,
+                    upstream_target = ctx.target.as_deref().unwrap_or(""),
+                    error = e.map(|e| e.etype().as_str()).unwrap_or(""),
+                    "request"
+                );
+            });
         }
+        // The `request` span closes now, after the access event it parents.
+        ctx.span = Span::none();
     }
+}
+
+/// A new `upstream` span under `request`; `target`, `status` and `error`
+/// are recorded as they become known.
+fn upstream_span(request: &Span) -> Span {
+    tracing::debug_span!(
+        target: SPAN_TARGET,
+        parent: request,
+        "upstream",
+        target = Empty,
+        status = Empty,
+        error = Empty,
+    )
 }
 
 /// Host without port, lower-cased; from the Host header or the URI authority.
@@ -610,6 +758,8 @@ impl Gateway {
             )
         })?;
         ctx.target = Some(target.label.clone());
+        let upstream = upstream_span(&ctx.span);
+        upstream.record("target", &*target.label);
         let peer = pool.peer(target);
 
         let mut request = session.req_header().clone();
@@ -628,7 +778,14 @@ impl Gateway {
             .map_err(|e| internal("preparing the upstream request", e))?;
         let answer =
             crate::session::login::forward(&self.login_connector, &peer, request, body.clone())
-                .await?;
+                .instrument(upstream.clone())
+                .await;
+        match &answer {
+            Ok(a) => upstream.record("status", a.header.status.as_u16()),
+            Err(reply) => upstream.record("error", reply.body["error"].as_str().unwrap_or("")),
+        };
+        drop(upstream);
+        let answer = answer?;
 
         let mut header = answer.header;
         let mut out_body = answer.body;

@@ -379,3 +379,70 @@ fn reload_swaps_a_plugin_without_dropping_requests() {
         "no request failed during the swap"
     );
 }
+
+/// `portcullis plugin test` with its stdout going to `stdout`; returns the
+/// exit status and stderr.
+fn plugin_test_into(stdout: std::process::Stdio, read_one_byte: bool) -> (bool, String) {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    let claims = dir.path().join("claims.json");
+    std::fs::write(
+        &config,
+        r#"{"headers": [{"header": "X-User-Id", "claim": "sub", "required": true},
+                        {"header": "X-Plan", "claim": "plan", "default": "free"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(&claims, r#"{"sub": "u-1", "plan": "pro"}"#).unwrap();
+    let module = format!("{}/claims-to-headers.wasm", plugins_out());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["plugin", "test", &module, "--config"])
+        .arg(&config)
+        .arg("--claims")
+        .arg(&claims)
+        .args(["--allow-header", "X-User-Id", "--allow-header", "X-Plan"])
+        // Enough calls that the timing line comes well after the first
+        // line has been read and the pipe closed.
+        .args(["--iterations", "100000"])
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(mut out) = child.stdout.take() {
+        if read_one_byte {
+            let mut byte = [0u8; 1];
+            out.read_exact(&mut byte)
+                .expect("the first byte of the report");
+            assert_eq!(&byte, b"c", "the report starts with `continue`");
+        }
+        drop(out); // `| head -c 1` exits
+    }
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    (status.success(), stderr)
+}
+
+#[test]
+fn plugin_test_piped_into_a_reader_that_exits_early_ends_quietly() {
+    // Like `| head -c 1`: the reader takes the first byte and leaves while
+    // the report is still being written.
+    let (ok, stderr) = plugin_test_into(std::process::Stdio::piped(), true);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(ok, "exit status after the reader left: {stderr}");
+
+    // The reader is gone before the first line: a socket whose other end is
+    // already closed (no race with the child's first write).
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(ours);
+    let (ok, stderr) = plugin_test_into(std::os::fd::OwnedFd::from(theirs).into(), false);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(ok, "exit status with no reader at all: {stderr}");
+    assert!(stderr.is_empty(), "nothing to report on stderr: {stderr}");
+}

@@ -1028,6 +1028,74 @@ mod sqlite_only {
         );
     }
 
+    /// SQLite's default pool is one connection (`PoolSettings::for_store`):
+    /// migrations and every operation must get by with it, and concurrent
+    /// callers queue for it rather than wait on each other forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_connection_serves_migrations_and_concurrent_callers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.db");
+        let sqlite = SqliteStore::connect(path.to_str().unwrap(), true)
+            .await
+            .expect("open");
+        let store: Arc<dyn SessionStore> = Arc::new(sqlite.clone());
+        let work = async {
+            store.migrate().await.expect("migrate on one connection");
+            store.migrate().await.expect("migrate again");
+            let mut hashes = Vec::new();
+            for i in 0..16 {
+                let (new, hash) = login(&format!("user-{}", i % 4));
+                store.create_session(new).await.unwrap();
+                hashes.push(hash);
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            // Each token twice at once: one rotates, the other is a grace replay.
+            for hash in hashes.iter().chain(hashes.iter()).copied() {
+                let store = store.clone();
+                tasks.spawn(async move {
+                    let outcome = store
+                        .exchange_refresh_token(hash, random_hash(), true, GRACE, at(secs(60)))
+                        .await
+                        .expect("exchange");
+                    assert!(
+                        matches!(
+                            outcome,
+                            RefreshOutcome::Rotated { .. } | RefreshOutcome::GraceReplay { .. }
+                        ),
+                        "{outcome:?}"
+                    );
+                });
+            }
+            for i in 0..4 {
+                let store = store.clone();
+                tasks.spawn(async move {
+                    let subject = format!("user-{i}");
+                    store
+                        .list_active_sessions(&subject, at(secs(61)))
+                        .await
+                        .unwrap();
+                    store.count_active(at(secs(61))).await.unwrap();
+                    store.revoked_since(T0).await.unwrap();
+                    store.ping().await.unwrap();
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.expect("no caller panicked");
+            }
+            let revoked = store
+                .revoke_all_for_subject("user-0", RevokeReason::LogoutAll, at(secs(62)))
+                .await
+                .unwrap();
+            assert_eq!(revoked.len(), 4);
+            store.delete_expired(at(WEEK + secs(1)), T0).await.unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(60), work)
+            .await
+            .expect("one connection never deadlocks");
+        let pool = format!("{sqlite:?}");
+        assert!(pool.contains("connections: 1,"), "{pool}");
+    }
+
     #[tokio::test]
     async fn sqlite_has_no_push_channel() {
         let dir = tempfile::tempdir().unwrap();

@@ -2727,3 +2727,94 @@ conformance_suite! {
         store_outage_answers_503_keeps_proxying_and_recovers_with_sessions_intact,
     ],
 }
+
+// ---------------------------------------------------------------------------
+// Session routes spelled with a trailing slash
+// ---------------------------------------------------------------------------
+
+/// Scenarios added after the matrix above; each takes a [`StoreKind`] like
+/// those in [`scenarios`].
+pub mod path_scenarios {
+    use super::*;
+
+    /// One trailing slash names the same session route: `/refresh/`,
+    /// `/refresh-token/`, `/sessions/`, `/sessions/{id}/`, `/logout/` and
+    /// `/logout-all/` are answered by the gateway, never proxied with the
+    /// tokens they carry. `DELETE /sessions/` (no id) is a JSON 405 of the
+    /// gateway. Paths that are not session routes still reach the backend.
+    pub fn session_routes_with_one_trailing_slash_are_answered_by_the_gateway(kind: StoreKind) {
+        let env = Env::start(kind, Setup::default());
+        let port = env.port();
+        let laptop = login_ok(port, BOB, Some("Laptop"));
+        let phone = login_ok(port, BOB, Some("Phone"));
+
+        let list = expect_ok(
+            &with_bearer(port, "GET", "/api/auth/sessions/", &laptop.access),
+            200,
+        );
+        assert_eq!(list["data"]["count"], 2, "{list}");
+
+        let no_id = with_bearer(port, "DELETE", "/api/auth/sessions/", &laptop.access);
+        expect_error(&no_id, 405, "method_not_allowed");
+        assert_eq!(no_id.header("allow"), Some("GET"), "{}", no_id.body);
+
+        let refreshed = expect_refreshed(
+            &refresh_at(port, "/api/auth/refresh/", &laptop.refresh),
+            &bob_user(),
+        );
+        let refreshed = expect_refreshed(
+            &refresh_at(port, "/api/auth/refresh-token/", &refreshed.refresh),
+            &bob_user(),
+        );
+
+        let deleted = with_bearer(
+            port,
+            "DELETE",
+            &format!("/api/auth/sessions/{}/", sid_of(&phone.access)),
+            &refreshed.access,
+        );
+        let body = expect_ok(&deleted, 200);
+        assert_eq!(body["message"], "Session revoked successfully", "{body}");
+        expect_access_revoked(&api(port, &phone.access));
+        upstream_saw(&api(port, &refreshed.access));
+
+        let out = expect_ok(
+            &refresh_at(port, "/api/auth/logout/", &refreshed.refresh),
+            200,
+        );
+        assert_eq!(out["message"], "Logged out successfully", "{out}");
+        expect_error(
+            &refresh(port, &refreshed.refresh),
+            401,
+            "refresh_token_revoked",
+        );
+        expect_access_revoked(&api(port, &refreshed.access));
+
+        let tablet = login_ok(port, BOB, Some("Tablet"));
+        let all = expect_ok(
+            &with_bearer(port, "POST", "/api/auth/logout-all/", &tablet.access),
+            200,
+        );
+        assert_eq!(
+            all["message"], "Logged out from all devices successfully",
+            "{all}"
+        );
+        expect_access_revoked(&api(port, &tablet.access));
+
+        // Not session routes: the router's, as before.
+        let alice = login_ok(port, ALICE, None);
+        for path in ["/api/auth/me/", "/api/auth/sessions//"] {
+            let seen = upstream_saw(&with_bearer(port, "GET", path, &alice.access));
+            assert_eq!(seen["path"], path, "{seen}");
+        }
+    }
+}
+
+mod sqlite_paths {
+    #[test]
+    fn session_routes_with_one_trailing_slash_are_answered_by_the_gateway() {
+        crate::path_scenarios::session_routes_with_one_trailing_slash_are_answered_by_the_gateway(
+            crate::StoreKind::Sqlite,
+        );
+    }
+}

@@ -123,6 +123,7 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
         format: raw.log.format,
         level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
         access: raw.log.access.unwrap_or(true),
+        spans: raw.log.spans.unwrap_or(false),
     };
 
     let (verifier, token_sources) = match &raw.jwt {
@@ -865,7 +866,8 @@ fn compile_sessions(
         ck.at(spanned, "`rate_limit.window` must be longer than zero");
         ok = false;
     }
-    let defaults = PoolSettings::default();
+    // One connection for SQLite (its single write lock), eight for Postgres.
+    let defaults = PoolSettings::for_store(&store_url);
     let first = |v: Option<&Spanned<super::raw::OneOrMany>>| {
         v.and_then(|v| v.value.clone().into_vec().into_iter().next())
     };

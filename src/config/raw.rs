@@ -153,6 +153,9 @@ pub struct RawLog {
     pub level: Option<String>,
     /// Emit one access event per request (default true).
     pub access: Option<bool>,
+    /// Emit `request`, `jwt_verify`, `plugin_chain`, `plugin` and `upstream`
+    /// span-close records with their timings (default false).
+    pub spans: Option<bool>,
 }
 
 /// How log events are written.

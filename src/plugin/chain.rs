@@ -76,11 +76,21 @@ impl PluginChain {
                 &mut request_json,
             );
 
+            let name = &plugin.shared.name;
+            // A child of the caller's `plugin_chain` span; when spans are
+            // off this is a disabled span and entering it does nothing.
+            let span = tracing::debug_span!(
+                target: crate::logging::SPAN_TARGET,
+                "plugin",
+                plugin = &**name,
+                result = tracing::field::Empty,
+            );
+            let _entered = span.enter();
             let started = Instant::now();
             let answer = plugin.invoke(claims_json, &request_json);
             let duration = started.elapsed();
-            let name = &plugin.shared.name;
-            let mut record = |result, skipped| {
+            let mut record = |result: InvocationResult, skipped| {
+                span.record("result", result.as_str());
                 invocations.push(Invocation {
                     plugin: Arc::clone(name),
                     result,

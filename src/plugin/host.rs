@@ -243,6 +243,11 @@ fn engine_config(config: &HostConfig, pooling: bool) -> Config {
     c.max_wasm_stack(config.max_wasm_stack);
     // Trap messages are reported by code only; skip the backtrace capture.
     c.wasm_backtrace_max_frames(None);
+    // Lets `perf` name the plugins' compiled functions (writes
+    // /tmp/perf-<pid>.map); for profiling a slow plugin, off by default.
+    if std::env::var_os("PORTCULLIS_WASM_PERFMAP").is_some_and(|v| v == "1") {
+        c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if pooling {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(config.pool_slots)

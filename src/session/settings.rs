@@ -79,8 +79,14 @@ impl Endpoint {
 impl SessionSettings {
     /// The session route `path` names, if any; other paths under the base
     /// path (login, register, …) go through the router as usual.
+    ///
+    /// One trailing slash names the same route (`/sessions/` is `/sessions`,
+    /// `/sessions/{id}/` is `/sessions/{id}`): clients and frameworks that
+    /// append one must not fall through to a proxied route, which would
+    /// forward a refresh token or a bearer token to a backend.
     pub fn endpoint(&self, path: &str) -> Option<Endpoint> {
         let rest = path.strip_prefix(self.base_path.as_str())?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
         match rest {
             "/refresh" | "/refresh-token" => Some(Endpoint::Refresh),
             "/logout" => Some(Endpoint::Logout),
@@ -130,7 +136,7 @@ mod tests {
             admin_token_hash: None,
             cleanup_interval: Duration::from_secs(600),
             revocation_poll_interval: Duration::from_secs(10),
-            pool: PoolSettings::default(),
+            pool: PoolSettings::sqlite(),
             issuer: None,
             audience: None,
             leeway: Duration::from_secs(30),
@@ -155,12 +161,128 @@ mod tests {
             s.endpoint("/api/auth/sessions/abc"),
             Some(Endpoint::Session("abc".into()))
         );
-        assert_eq!(s.endpoint("/api/auth/sessions/"), None);
         assert_eq!(s.endpoint("/api/auth/sessions/a/b"), None);
         assert_eq!(s.endpoint("/api/auth/login"), None);
         assert_eq!(s.endpoint("/api/authx/refresh"), None);
         assert_eq!(s.endpoint("/other/refresh"), None);
         let s = settings("/auth");
         assert_eq!(s.endpoint("/auth/refresh"), Some(Endpoint::Refresh));
+    }
+
+    #[test]
+    fn one_trailing_slash_names_the_same_session_route() {
+        let s = settings("/api/auth");
+        assert_eq!(s.endpoint("/api/auth/refresh/"), Some(Endpoint::Refresh));
+        assert_eq!(
+            s.endpoint("/api/auth/refresh-token/"),
+            Some(Endpoint::Refresh)
+        );
+        assert_eq!(s.endpoint("/api/auth/logout/"), Some(Endpoint::Logout));
+        assert_eq!(
+            s.endpoint("/api/auth/logout-all/"),
+            Some(Endpoint::LogoutAll)
+        );
+        assert_eq!(s.endpoint("/api/auth/sessions/"), Some(Endpoint::Sessions));
+        assert_eq!(
+            s.endpoint("/api/auth/sessions/abc/"),
+            Some(Endpoint::Session("abc".into()))
+        );
+        let s = settings("/auth");
+        assert_eq!(s.endpoint("/auth/logout/"), Some(Endpoint::Logout));
+    }
+
+    #[test]
+    fn delete_without_a_session_id_is_answered_by_the_gateway_not_proxied() {
+        // `DELETE /sessions/` lands on the list route, whose handler answers
+        // 405 (Allow: GET) instead of the router sending it to a backend.
+        let s = settings("/api/auth");
+        let endpoint = s.endpoint("/api/auth/sessions/");
+        assert_eq!(endpoint, Some(Endpoint::Sessions));
+        assert_ne!(
+            endpoint.map(|e| e.method()),
+            Some(http::Method::DELETE),
+            "an empty id never reaches the delete handler"
+        );
+    }
+
+    #[test]
+    fn only_one_trailing_slash_and_only_session_routes_are_recognised() {
+        let s = settings("/api/auth");
+        for path in [
+            "/api/auth/refresh//",
+            "/api/auth/sessions//",
+            "/api/auth/sessions/abc//",
+            "/api/auth/sessions/a/b/",
+            "/api/auth/",
+            "/api/auth//",
+            "/api/auth/login",
+            "/api/auth/login/",
+            "/api/auth/register/",
+            "/api/authx/refresh/",
+        ] {
+            assert_eq!(s.endpoint(path), None, "{path}");
+        }
+    }
+
+    /// The pool the config compiles to for `store`, with `pool` (YAML lines
+    /// inside `sessions:`, or empty).
+    fn compiled_pool(store: &str, pool: &str) -> PoolSettings {
+        let yaml = format!(
+            "listeners:\n  proxy: \"127.0.0.1:8080\"
+jwt:
+  keys:
+    - kid: hs
+      algorithms: [HS256]
+      secret: \"access-secret-0123456789-0123456789-abcdef\"
+      sign: true
+upstreams:
+  main:
+    targets: [\"127.0.0.1:3000\"]
+routes:
+  - name: api
+    match: {{ path_prefix: / }}
+    upstream: main
+sessions:
+  store: \"{store}\"
+  refresh_secret: \"refresh-secret-0123456789-0123456789-abcdef\"
+{pool}"
+        );
+        let path = std::path::Path::new("/etc/portcullis/portcullis.yaml");
+        let generation =
+            crate::config::load_str(path, &yaml, |_| None).unwrap_or_else(|e| panic!("{e}"));
+        generation.sessions.expect("a sessions section").pool
+    }
+
+    #[test]
+    fn the_pool_defaults_to_one_connection_for_sqlite_and_eight_for_postgres() {
+        assert_eq!(compiled_pool("sqlite:sessions.db", "").max_connections, 1);
+        assert_eq!(
+            compiled_pool("sqlite:/var/lib/portcullis/sessions.db", "").max_connections,
+            1
+        );
+        for store in [
+            "postgres://portcullis@db/portcullis",
+            "postgresql://portcullis@db/portcullis",
+        ] {
+            assert_eq!(compiled_pool(store, "").max_connections, 8, "{store}");
+        }
+        // Only the size depends on the engine.
+        assert_eq!(
+            compiled_pool("sqlite:sessions.db", "").acquire_timeout,
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn an_explicit_pool_size_wins_over_the_engine_default() {
+        let pool = "  pool: { max_connections: 4, acquire_timeout: 1s }\n";
+        let sqlite = compiled_pool("sqlite:sessions.db", pool);
+        assert_eq!(sqlite.max_connections, 4);
+        assert_eq!(sqlite.acquire_timeout, Duration::from_secs(1));
+        let pool = "  pool: { max_connections: 2 }\n";
+        assert_eq!(
+            compiled_pool("postgres://portcullis@db/portcullis", pool).max_connections,
+            2
+        );
     }
 }

@@ -27,6 +27,14 @@
 //!
 //! If neither `DATABASE_URL` nor the binaries are available the tests fail
 //! with a message saying so; they never skip silently.
+//!
+//! # Durability
+//!
+//! Test clusters run [`Durability::Fast`] (no fsync): a crash can only lose
+//! a cluster that is thrown away anyway. `benches/session.rs` includes this
+//! file too and starts [`Durability::Durable`] clusters (the server's
+//! defaults), because it compares commit costs with SQLite, which syncs its
+//! WAL on every commit.
 #![allow(dead_code)]
 
 use std::io::Write as _;
@@ -172,9 +180,21 @@ pub fn with_database(url: &str, name: &str) -> String {
     format!("{}/{name}{query}", &base[..path_start])
 }
 
+/// What a cluster's commits cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `fsync`, `synchronous_commit` and `full_page_writes` off (and room
+    /// for 300 connections): fast tests, nothing worth keeping after a crash.
+    Fast,
+    /// The server's defaults: `fsync`, `synchronous_commit` and
+    /// `full_page_writes` on; `initdb` syncs its files too. For benchmarks.
+    Durable,
+}
+
 /// A Postgres cluster in a temp directory, owned by this test process.
 pub struct Cluster {
     pub port: u16,
+    durability: Durability,
     root: PathBuf,
     data: PathBuf,
     socket_dir: PathBuf,
@@ -186,8 +206,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// `initdb` and start a new cluster on a free loopback port.
+    /// `initdb` and start a new [`Durability::Fast`] cluster on a free
+    /// loopback port.
     pub fn start() -> Result<Cluster, String> {
+        Cluster::start_with(Durability::Fast)
+    }
+
+    /// `initdb` and start a new cluster of the given durability on a free
+    /// loopback port.
+    pub fn start_with(durability: Durability) -> Result<Cluster, String> {
         let bin_dir = find_bin_dir().ok_or_else(|| {
             "no Postgres server binaries found (looked in $PG_BINDIR, /usr/local/bin, \
              /usr/lib/postgresql/*/bin and $PATH for initdb, pg_ctl and postgres) and \
@@ -205,6 +232,7 @@ impl Cluster {
         let as_postgres_user = running_as_root();
         let mut cluster = Cluster {
             port: 0,
+            durability,
             data: root.join("data"),
             socket_dir: root.join("socket"),
             root,
@@ -335,18 +363,25 @@ impl Cluster {
             "-E",
             "UTF8",
             "--locale=C",
-            "--no-sync",
         ]);
+        if self.durability == Durability::Fast {
+            command.arg("--no-sync");
+        }
         run_logged(&mut command, &log)
     }
 
     fn pg_ctl_start(&self) -> Result<(), String> {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+        let mut options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
             self.port,
             path_str(&self.socket_dir)?
         );
+        if self.durability == Durability::Fast {
+            options.push_str(
+                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+                 -c max_connections=300",
+            );
+        }
         let server_log = self.data.join("server.log");
         self.pg_ctl(&[
             "-D",

@@ -48,9 +48,10 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens `path_or_url` (a file path or `sqlite:PATH[?options]`), creating
-    /// the file when `create_if_missing`. Connects once to fail early.
+    /// the file when `create_if_missing`. Connects once to fail early. One
+    /// connection ([`PoolSettings::sqlite`]).
     pub async fn connect(path_or_url: &str, create_if_missing: bool) -> Result<Self, StoreError> {
-        Self::connect_with(path_or_url, create_if_missing, PoolSettings::default()).await
+        Self::connect_with(path_or_url, create_if_missing, PoolSettings::sqlite()).await
     }
 
     /// [`SqliteStore::connect`] with explicit pool sizing.
