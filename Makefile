@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run test setup build plugins lint bench bench-smoke clean
+.PHONY: run test setup build plugins lint bench bench-smoke bench-refresh clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,20 +22,28 @@ lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
-## make test: the whole suite (unit, integration, plugin, lint).
+## make test: the whole suite (unit, integration, plugin, lint), then the load
+## harness in smoke mode (seconds, on the debug binaries cargo test built; it
+## fails when the harness breaks, its numbers are not asserted).
 test: setup plugins lint
 	cargo test --all-targets
 	@if [ -x plugins/test.sh ]; then bash plugins/test.sh; fi
+	bash benches/load.sh --smoke
 
-## make bench: criterion micro-benches + the loopback load comparison.
+## make bench: all criterion micro-benches + the loopback load comparison
+## (release build; writes benches/RESULTS.md).
 bench: setup plugins
-	PORTCULLIS_SETUP_BENCH=1 bash scripts/setup.sh
-	cargo bench --bench jwt_verify --bench plugin_call
+	cargo bench --bench jwt_verify --bench plugin_call --bench session
 	bash benches/load.sh
 
+## make bench-smoke: only the smoke run of make test (writes target/bench-smoke.md).
 bench-smoke: setup plugins
-	PORTCULLIS_SETUP_BENCH=1 bash scripts/setup.sh
-	BENCH_SECONDS=2 bash benches/load.sh --smoke
+	bash benches/load.sh --smoke
+
+## make bench-refresh: session/refresh throughput on SQLite and Postgres, the
+## revoked-sid check cost, and `cargo bench --bench session` (writes benches/SESSION-RESULTS.md).
+bench-refresh: setup
+	bash benches/refresh_load.sh
 
 clean:
 	cargo clean

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Loopback load comparison, all measured side by side in one run with the same
-# client (wrk):
+# client (wrk) and the same request (the same bearer token on every case):
 #   - the demo upstream direct;
 #   - Portcullis on an `auth: none` route, validating an HS256 token on every
 #     request (cached after the first verification, as in production), and the
@@ -13,42 +13,78 @@
 # a wrk Lua delay(): wrk has no rate control of its own, and neither wrk2 nor
 # oha is available here).
 # Reports requests/s, p50/p99 latency, gateway RSS and CPU per request, and the
-# ratios. Writes benches/RESULTS.md, or target/bench-smoke.md with --smoke
-# (2 s per case unless BENCH_SECONDS says otherwise).
+# ratios. Writes benches/RESULTS.md (release build, `cargo build --release`).
+#
+# --smoke (run by `make test`): checks that the harness works, in well under a
+# minute; its numbers are not asserted. It uses the debug binaries `cargo test
+# --all-targets` already built (target/debug; `cargo build --bins` only when they
+# are missing), BENCH_SECONDS (default 1) per case, BENCH_MANY_CONNECTIONS
+# (default 200) instead of 1,000 and one 1 s pacing probe instead of two, and
+# writes target/bench-smoke.md. Either mode exits non-zero when the harness
+# breaks: a gateway that does not start or dies, the "same job" check, non-2xx
+# answers, a case without requests, a missing result row.
+# Other knobs: BENCH_CONNECTIONS (32), BENCH_MANY_SECONDS, BENCH_READY_TIMEOUT (s),
+# BENCH_HAPROXY_CFG (benches/haproxy/jwt-gateway.cfg), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SMOKE=0
-[ "${1:-}" = "--smoke" ] && SMOKE=1
+case "${1:-}" in
+  --smoke) SMOKE=1 ;;
+  "") ;;
+  *) echo "usage: benches/load.sh [--smoke]" >&2; exit 2 ;;
+esac
+
+fail() { echo "benches/load.sh: $*" >&2; exit 1; }
+
 # Other work on the machine skews everything: note how busy the CPUs were just before.
-cpu_busy() { # percent of all CPU time not idle over the next 2 s
+cpu_busy() { # percent of all CPU time not idle over the next $1 s
   local a b
-  a=($(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat)); sleep 2
+  a=($(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat)); sleep "$1"
   b=($(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat))
   echo $(( 100 - (b[1] - a[1]) * 100 / (b[0] - a[0]) ))
 }
-BUSY_BEFORE=$(cpu_busy)
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
 if [ "$SMOKE" = 1 ]; then
-  SECONDS_PER_RUN=${BENCH_SECONDS:-2}
-  OUT=target/bench-smoke.md
+  SECONDS_PER_RUN=${BENCH_SECONDS:-1}
+  MANY=${BENCH_MANY_CONNECTIONS:-200}
+  PROBES=1            # 1 s pacing probes before each paced case
+  BUSY_WINDOW=1
+  BIN_DIR=$TARGET_DIR/debug
+  BUILD="debug build ($BIN_DIR, as \`cargo test --all-targets\` leaves it)"
+  OUT=$TARGET_DIR/bench-smoke.md
 else
   SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+  MANY=${BENCH_MANY_CONNECTIONS:-1000}
+  PROBES=2
+  BUSY_WINDOW=2
+  BIN_DIR=$TARGET_DIR/release
+  BUILD="release build ($BIN_DIR, \`cargo build --release\`)"
   OUT=benches/RESULTS.md
 fi
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
-MANY=${BENCH_MANY_CONNECTIONS:-1000}
 MANY_SECONDS=${BENCH_MANY_SECONDS:-$((SECONDS_PER_RUN < 5 ? SECONDS_PER_RUN : 5))}
+READY_TIMEOUT=${BENCH_READY_TIMEOUT:-60}
+HAPROXY_CFG=${BENCH_HAPROXY_CFG:-benches/haproxy/jwt-gateway.cfg}
 PACE_MS=2    # per-connection pause between requests in the paced case
 
 missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v haproxy >/dev/null || missing+=(haproxy)
+for tool in wrk haproxy curl python3 ss; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "${missing[*]} missing: PORTCULLIS_SETUP_BENCH=1 bash scripts/setup.sh" >&2
-  exit 1
+  fail "${missing[*]} missing: bash scripts/setup.sh (as root) installs them"
 fi
-cargo build --release --bins -q
-[ -f plugins/out/claims-to-headers.wasm ] || { echo "plugins/out/claims-to-headers.wasm missing: make plugins" >&2; exit 1; }
+[ -f plugins/out/claims-to-headers.wasm ] || fail "plugins/out/claims-to-headers.wasm missing: make plugins"
+if [ "$SMOKE" = 1 ]; then
+  if [ ! -x "$BIN_DIR/portcullis" ] || [ ! -x "$BIN_DIR/portcullis-demo-backend" ]; then
+    cargo build --bins -q
+  elif [ -n "$(find src Cargo.toml Cargo.lock -newer "$BIN_DIR/portcullis" -print -quit)" ]; then
+    echo "benches/load.sh: note: sources are newer than $BIN_DIR/portcullis (cargo build --bins refreshes it)" >&2
+  fi
+else
+  cargo build --release --bins -q
+fi
+[ -x "$BIN_DIR/portcullis" ] && [ -x "$BIN_DIR/portcullis-demo-backend" ] || fail "no binaries in $BIN_DIR"
+BUSY_BEFORE=$(cpu_busy "$BUSY_WINDOW")
 
 # CPU accounting for the whole run: everything busy on the machine, minus our
 # gateways/upstream, minus our own children (wrk, curl, python) = other work.
@@ -65,11 +101,43 @@ UP=$(port); GW=$(port); ADMIN=$(port); HAP=$(port)
 SECRET="bench-secret-0123456789-0123456789-abcdef"
 ISSUER=bench
 WORK=$(mktemp -d)
+
+# Everything this script starts in the background is in PIDS (WRK_PID: the
+# background wrk of many()); the EXIT trap ends them all, on success and on
+# failure: TERM, up to 3 s to exit, then KILL.
+PIDS=()
+WRK_PID=
+gone() { # PID $1 is no longer a running child of this script (exited, a zombie, or reaped)
+  local stat state ppid
+  stat=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 0
+  read -r state ppid _ <<<"$stat"
+  [ "$state" = Z ] || [ "$ppid" != "$$" ]
+}
+cleanup() {
+  local status=$? p left
+  trap - EXIT INT TERM HUP
+  [ -n "$WRK_PID" ] && PIDS+=("$WRK_PID")
+  for p in "${PIDS[@]}"; do gone "$p" || kill "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 30); do
+    left=0
+    for p in "${PIDS[@]}"; do gone "$p" || left=1; done
+    [ "$left" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do gone "$p" || kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
 cat > "$WORK/bench.yaml" <<YAML
 listeners:
   proxy: "127.0.0.1:$GW"
   admin: "127.0.0.1:$ADMIN"
   threads: 1
+  grace_period: 0s   # stop at once when the run ends
 log:
   level: warn
   access: false
@@ -109,57 +177,70 @@ routes:
     plugins: [identity]
 YAML
 
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-target/release/portcullis-demo-backend --listen "127.0.0.1:$UP" --name bench >/dev/null 2>&1 &
+"$BIN_DIR/portcullis-demo-backend" --listen "127.0.0.1:$UP" --name bench >"$WORK/upstream.log" 2>&1 &
 UP_PID=$!; PIDS+=("$UP_PID")
-target/release/portcullis run -c "$WORK/bench.yaml" >"$WORK/gw.log" 2>&1 &
+"$BIN_DIR/portcullis" run -c "$WORK/bench.yaml" >"$WORK/gw.log" 2>&1 &
 GW_PID=$!; PIDS+=("$GW_PID")
 HAPROXY_LISTEN="127.0.0.1:$HAP" HAPROXY_UPSTREAM="127.0.0.1:$UP" JWT_SECRET="$SECRET" JWT_ISSUER="$ISSUER" \
-  haproxy -db -f benches/haproxy/jwt-gateway.cfg >"$WORK/haproxy.log" 2>&1 &
+  haproxy -db -f "$HAPROXY_CFG" >"$WORK/haproxy.log" 2>&1 &
 HAP_PID=$!; PIDS+=("$HAP_PID")
+
+logs() { # the tail of every server log, for a failure message
+  local f
+  for f in "$WORK/upstream.log" "$WORK/gw.log" "$WORK/haproxy.log"; do
+    [ -s "$f" ] && { echo "--- $(basename "$f"):"; tail -n 20 "$f"; }
+  done >&2
+  return 0
+}
+# alive: fails the run if a server has exited.
+alive() {
+  local p name
+  for p in "$UP_PID:upstream" "$GW_PID:portcullis" "$HAP_PID:haproxy"; do
+    name=${p#*:}
+    gone "${p%%:*}" && { logs; fail "$name exited ${1:+($1)}"; }
+  done
+  return 0
+}
 
 BUSY0=$(busy_jiffies); ALL0=$(all_jiffies); child_jiffies; CHILD0=$CHILD
 
-# Readiness: poll (bounded), never a fixed sleep.
+# Readiness: poll (bounded by READY_TIMEOUT), never a fixed sleep; a server that
+# exits meanwhile fails the run at once.
 ready=0
-for _ in $(seq 1 400); do
+deadline=$((SECONDS + READY_TIMEOUT))
+while [ "$SECONDS" -lt "$deadline" ]; do
   if curl -fs "http://127.0.0.1:$ADMIN/healthz" >/dev/null 2>&1 && curl -fs "http://127.0.0.1:$UP/health" >/dev/null 2>&1 \
-     && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HAP/x")" = 401 ]; then
+     && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HAP/x" || true)" = 401 ]; then
     ready=1; break
   fi
+  alive "while starting"
   sleep 0.05
 done
-if [ "$ready" != 1 ]; then
-  echo "gateways did not become ready" >&2; cat "$WORK/gw.log" "$WORK/haproxy.log" >&2; exit 1
-fi
-TOKEN=$(target/release/portcullis token mint -c "$WORK/bench.yaml" --sub bench-user --claim role=admin \
-  --claim email=bench-user@example.com --ttl 1h)
+[ "$ready" = 1 ] || { logs; fail "the servers did not become ready within ${READY_TIMEOUT}s"; }
+TOKEN=$("$BIN_DIR/portcullis" token mint -c "$WORK/bench.yaml" --sub bench-user --claim role=admin \
+  --claim email=bench-user@example.com --ttl 1h) || fail "portcullis token mint failed"
 # Our claims under another token's signature.
-OTHER=$(target/release/portcullis token mint -c "$WORK/bench.yaml" --sub someone-else --ttl 1h)
+OTHER=$("$BIN_DIR/portcullis" token mint -c "$WORK/bench.yaml" --sub someone-else --ttl 1h) || fail "portcullis token mint failed"
+[ -n "$TOKEN" ] && [ -n "$OTHER" ] || fail "portcullis token mint printed no token"
 FORGED="${TOKEN%.*}.${OTHER##*.}"
+AUTH="Authorization: Bearer $TOKEN"
 
 # Both gateways must do the same job before they are compared.
 check_job() {
   local name=$1 url=$2 seen
-  seen=$(curl -fs "$url" -H "Authorization: Bearer $TOKEN" -H "X-User-Id: spoofed" -H "X-Auth-Role: spoofed")
+  seen=$(curl -fsS "$url" -H "$AUTH" -H "X-User-Id: spoofed" -H "X-Auth-Role: spoofed") \
+    || { logs; fail "$name: the authenticated request to $url failed"; }
   python3 - "$name" "$seen" <<'PY'
 import json, sys
 name, seen = sys.argv[1], json.loads(sys.argv[2])["headers"]
 want = {"x-user-id": "bench-user", "x-user-role": "admin", "x-user-email": "bench-user@example.com"}
 bad = {k: seen.get(k) for k, v in want.items() if seen.get(k) != v}
 if bad or "x-auth-role" in seen or "x-request-id" not in seen or "x-forwarded-for" not in seen:
-    sys.exit(f"{name}: the upstream saw {seen}")
+    sys.exit(f"{name}: not the same job, the upstream saw {seen}")
 PY
   local bad
-  bad=$(curl -s -o /dev/null -w '%{http_code}' "$url" -H "Authorization: Bearer $FORGED")
-  [ "$bad" = 401 ] || { echo "$name: a bad signature got $bad" >&2; exit 1; }
+  bad=$(curl -s -o /dev/null -w '%{http_code}' "$url" -H "Authorization: Bearer $FORGED" || true)
+  [ "$bad" = 401 ] || fail "$name: a bad signature got $bad, not 401"
 }
 check_job portcullis "http://127.0.0.1:$GW/plug/check"
 check_job haproxy "http://127.0.0.1:$HAP/plug/check"
@@ -175,14 +256,19 @@ wrk_parse() {
   echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="50%" {print $2}' <<<"$out") \
 $(awk '$1=="99%" {print $2}' <<<"$out") $(awk '/requests in/ {print $1}' <<<"$out") ${errs:-none}" | tr -s ' '
 }
+# no_errors NAME OUTPUT: every answer 2xx (wrk counts the others), at least one
+# request completed, and the servers are still up.
 no_errors() {
-  local name=$1 out=$2 non2xx
+  local name=$1 out=$2 non2xx reqs
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   if [ -n "$non2xx" ] && [ "$non2xx" != 0 ]; then
-    echo "$name: $non2xx non-2xx answers" >&2; echo "$out" >&2
-    tail -n 20 "$WORK/gw.log" "$WORK/haproxy.log" >&2
-    exit 1
+    echo "$out" >&2; logs; fail "$name: $non2xx non-2xx answers"
   fi
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  if ! [[ "$reqs" =~ ^[0-9]+$ ]] || [ "$reqs" -eq 0 ]; then
+    echo "$out" >&2; logs; fail "$name: no request completed"
+  fi
+  alive "after $name"
 }
 
 # run NAME PID URL [HEADER] -> appends "name rps p50 p99 requests cpu_ticks" to $WORK/rows
@@ -191,13 +277,13 @@ run() {
   local name=$1 pid=$2 url=$3 header=${4:-}
   local before=0 after=0 out args=(-t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency)
   [ -n "$header" ] && args+=(-H "$header")
-  [ "$pid" != - ] && before=$(cpu_ticks "$pid")
-  out=$(wrk "${args[@]}" "$url")
-  [ "$pid" != - ] && after=$(cpu_ticks "$pid")
+  if [ "$pid" != - ]; then before=$(cpu_ticks "$pid") || fail "$name: the gateway is gone"; fi
+  out=$(wrk "${args[@]}" "$url") || fail "$name: wrk failed"
+  if [ "$pid" != - ]; then after=$(cpu_ticks "$pid") || fail "$name: the gateway is gone"; fi
   no_errors "$name" "$out"
   read -r rps p50 p99 reqs _ <<<"$(wrk_parse "$out")"
   local ticks=-
-  [ "$pid" != - ] && ticks=$((after - before))
+  if [ "$pid" != - ]; then ticks=$((after - before)); fi
   echo "$name $rps $p50 $p99 $reqs $ticks" >> "$WORK/rows"
 }
 
@@ -205,15 +291,17 @@ run() {
 # "name rps p50 p99 peak_rss_kb max_established socket_errors" to $WORK/many.
 many() {
   local name=$1 pid=$2 url=$3 gwport=$4 peak=0 conns=0 r c out
-  wrk -t1 -c"$MANY" -d"${MANY_SECONDS}s" --timeout 10s --latency -H "Authorization: Bearer $TOKEN" "$url" >"$WORK/many.out" 2>&1 &
-  local wrk_pid=$!
-  while kill -0 "$wrk_pid" 2>/dev/null; do
-    r=$(rss_kb "$pid"); [ "$r" -gt "$peak" ] && peak=$r
-    c=$(ss -Htn state established "( sport = :$gwport )" 2>/dev/null | wc -l)
+  wrk -t1 -c"$MANY" -d"${MANY_SECONDS}s" --timeout 10s --latency -H "$AUTH" "$url" >"$WORK/many.out" 2>&1 &
+  WRK_PID=$!
+  while ! gone "$WRK_PID"; do
+    r=$(rss_kb "$pid") || fail "$name: the gateway is gone"
+    [ "${r:-0}" -gt "$peak" ] && peak=$r
+    c=$(ss -Htn state established "( sport = :$gwport )" | wc -l) || fail "ss failed"
     [ "$c" -gt "$conns" ] && conns=$c
     sleep 0.1
   done
-  wait "$wrk_pid"
+  wait "$WRK_PID" || { cat "$WORK/many.out" >&2; fail "$name: wrk failed"; }
+  WRK_PID=
   out=$(cat "$WORK/many.out")
   no_errors "$name" "$out"
   read -r rps p50 p99 _ errs <<<"$(wrk_parse "$out")"
@@ -225,7 +313,7 @@ many() {
 # "name rss_kb_before peak_rss_kb_open connections" to $WORK/idle.
 idle() {
   local name=$1 pid=$2 gwport=$3 path=$4
-  python3 - "$pid" "$gwport" "$path" "$TOKEN" "$MANY" "$name" >> "$WORK/idle" <<'PY'
+  python3 - "$pid" "$gwport" "$path" "$TOKEN" "$MANY" "$name" >> "$WORK/idle" <<'PY' || { logs; fail "$name: $MANY idle connections failed"; }
 import socket, sys, time
 pid, port, path, token, n, name = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
 def rss():
@@ -261,53 +349,75 @@ for s in socks:
     s.close()
 print(name, before, peak, len(socks))
 PY
+  alive "after $name idle"
 }
 
 # paced NAME URL RATE [HEADER] -> about RATE requests/s, closed loop: each
 # connection pauses PACE_MS between an answer and its next request. The
-# connection count is calibrated with two 1 s probes so that every target gets
-# the same rate whatever its own latency. Appends
+# connection count is calibrated with $PROBES 1 s probes (two; one in smoke) so
+# that every target gets the same rate whatever its own latency. Appends
 # "name achieved_rps p50 p99 connections" to $WORK/paced.
 paced() {
   local name=$1 url=$2 rate=$3 header=${4:-} conns out probe
   local hdr=()
   [ -n "$header" ] && hdr=(-H "$header")
   conns=$(awk -v r="$rate" -v d="$PACE_MS" 'BEGIN {c=int(r*d/1000+0.5); if (c<1) c=1; print c}')
-  for _ in 1 2; do
-    probe=$(wrk -t1 -c"$conns" -d1s -s "$WORK/pace.lua" "${hdr[@]}" "$url" | awk '/Requests\/sec/ {print $2}')
+  for _ in $(seq 1 "$PROBES"); do
+    out=$(wrk -t1 -c"$conns" -d1s -s "$WORK/pace.lua" "${hdr[@]}" "$url") || fail "$name: wrk failed (probe)"
+    no_errors "$name (probe)" "$out"
+    probe=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    awk -v a="$probe" 'BEGIN {exit !(a+0 > 0)}' || fail "$name: the probe measured no rate"
     conns=$(awk -v c="$conns" -v r="$rate" -v a="$probe" 'BEGIN {n=int(c*r/a+0.5); if (n<1) n=1; print n}')
   done
-  out=$(wrk -t1 -c"$conns" -d"${SECONDS_PER_RUN}s" --latency -s "$WORK/pace.lua" "${hdr[@]}" "$url")
+  out=$(wrk -t1 -c"$conns" -d"${SECONDS_PER_RUN}s" --latency -s "$WORK/pace.lua" "${hdr[@]}" "$url") || fail "$name: wrk failed"
   no_errors "$name" "$out"
   read -r rps p50 p99 _ <<<"$(wrk_parse "$out")"
   echo "$name $rps $p50 $p99 $conns" >> "$WORK/paced"
 }
 echo "function delay() return $PACE_MS end" > "$WORK/pace.lua"
 
-# Warm up connections and the token cache.
-for u in "http://127.0.0.1:$GW/api/warm" "http://127.0.0.1:$GW/plug/warm" "http://127.0.0.1:$HAP/plug/warm"; do
-  curl -fs "$u" -H "Authorization: Bearer $TOKEN" >/dev/null
+# Warm up connections and the token cache; every measured URL must answer 2xx.
+for u in "http://127.0.0.1:$UP/api/warm" "http://127.0.0.1:$GW/open/warm" "http://127.0.0.1:$GW/api/warm" \
+         "http://127.0.0.1:$GW/plug/warm" "http://127.0.0.1:$HAP/plug/warm"; do
+  curl -fsS "$u" -H "$AUTH" >/dev/null || { logs; fail "warm-up request to $u failed"; }
 done
-AUTH="Authorization: Bearer $TOKEN"
-run upstream-direct - "http://127.0.0.1:$UP/api/x"
-run portcullis-auth-none "$GW_PID" "http://127.0.0.1:$GW/open/x"
+# Every case sends the same request headers, the token included: the auth: none
+# route and the upstream ignore it, but it is forwarded (forward_authorization
+# defaults to true) and the demo upstream echoes every header in its answer.
+run upstream-direct - "http://127.0.0.1:$UP/api/x" "$AUTH"
+run portcullis-auth-none "$GW_PID" "http://127.0.0.1:$GW/open/x" "$AUTH"
 run portcullis-auth-jwt "$GW_PID" "http://127.0.0.1:$GW/api/x" "$AUTH"
 run portcullis-jwt+plugin "$GW_PID" "http://127.0.0.1:$GW/plug/x" "$AUTH"
 run haproxy-jwt_verify "$HAP_PID" "http://127.0.0.1:$HAP/plug/x" "$AUTH"
-GW_RSS_KB=$(rss_kb "$GW_PID")
-HAP_RSS_KB=$(rss_kb "$HAP_PID")
+GW_RSS_KB=$(rss_kb "$GW_PID") || fail "portcullis is gone"
+HAP_RSS_KB=$(rss_kb "$HAP_PID") || fail "haproxy is gone"
+
+# need_row FILE MIN_FIELDS NAME...: each NAME has a complete row in $WORK/FILE.
+need_row() {
+  local file=$1 nf=$2 name; shift 2
+  for name in "$@"; do
+    awk -v n="$name" -v f="$nf" '$1==n && NF>=f {found=1} END {exit !found}' "$WORK/$file" 2>/dev/null \
+      || { cat "$WORK/$file" >&2 2>/dev/null || true; fail "no complete '$name' row in the $file results"; }
+  done
+}
+need_row rows 6 upstream-direct portcullis-auth-none portcullis-auth-jwt portcullis-jwt+plugin haproxy-jwt_verify
 
 idle portcullis-jwt+plugin "$GW_PID" "$GW" /plug/idle
 idle haproxy-jwt_verify "$HAP_PID" "$HAP" /plug/idle
 many portcullis-jwt+plugin "$GW_PID" "http://127.0.0.1:$GW/plug/x" "$GW"
 many haproxy-jwt_verify "$HAP_PID" "http://127.0.0.1:$HAP/plug/x" "$HAP"
+need_row idle 4 portcullis-jwt+plugin haproxy-jwt_verify
+need_row many 7 portcullis-jwt+plugin haproxy-jwt_verify
 
 col() { awk -v n="$1" -v c="$2" '$1==n {print $c}' "$3"; }
 PEAK=$(col portcullis-jwt+plugin 2 "$WORK/rows")
 HALF=$(awk -v p="$PEAK" 'BEGIN {printf "%d", p/2}')
-paced upstream-direct "http://127.0.0.1:$UP/api/x" "$HALF"
+[ "$HALF" -gt 0 ] || fail "no peak rate to pace at (portcullis-jwt+plugin: '$PEAK' requests/s)"
+paced upstream-direct "http://127.0.0.1:$UP/api/x" "$HALF" "$AUTH"
 paced portcullis-jwt+plugin "http://127.0.0.1:$GW/plug/x" "$HALF" "$AUTH"
 paced haproxy-jwt_verify "http://127.0.0.1:$HAP/plug/x" "$HALF" "$AUTH"
+need_row paced 5 upstream-direct portcullis-jwt+plugin haproxy-jwt_verify
+alive "at the end"
 
 child_jiffies
 OURS=$(( $(cpu_ticks "$GW_PID") + $(cpu_ticks "$HAP_PID") + $(cpu_ticks "$UP_PID") + CHILD - CHILD0 ))
@@ -346,15 +456,32 @@ ADD_HAP=$(awk -v a="$P99_HAP" -v b="$P99_UP" 'BEGIN {printf "%.2f", a-b}')
 {
   echo "# Benchmark results"
   echo
-  echo "Generated by \`benches/load.sh\` (\`make bench\`) on $(date -u +%Y-%m-%d)."
+  if [ "$SMOKE" = 1 ]; then
+    echo "Generated by \`benches/load.sh --smoke\` (\`make test\`, \`make bench-smoke\`) on $(date -u +%Y-%m-%d)."
+  else
+    echo "Generated by \`benches/load.sh\` (\`make bench\`) on $(date -u +%Y-%m-%d)."
+  fi
+  echo "Build: $BUILD."
   echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB RAM."
   echo "Client: wrk, 1 thread, $CONNECTIONS connections, ${SECONDS_PER_RUN}s per run, all on loopback; each gateway with 1 worker thread"
   echo "(Portcullis \`listeners.threads: 1\`, HAProxy $(haproxy -v | awk 'NR==1 {print $3}') \`nbthread 1\`); upstream: the demo backend (1 thread)."
   echo "Numbers are from one run, side by side; compare the ratios, not the absolute values across machines."
-  echo "Other work on the machine (it shares the cores): ${BUSY_BEFORE}% of the CPU in the 2 s before the run, about ${FOREIGN}% during it."
-  [ "$SMOKE" = 1 ] && echo && echo "**Smoke run** (${SECONDS_PER_RUN}s per case): checks the harness works; the numbers mean little."
+  echo "Other work on the machine (it shares the cores): ${BUSY_BEFORE}% of the CPU in the ${BUSY_WINDOW} s before the run, about ${FOREIGN}% during it."
+  if [ "$SMOKE" = 1 ]; then
+    echo
+    echo "**Smoke run** (${SECONDS_PER_RUN}s per case, $MANY instead of 1,000 connections, one pacing probe, debug build):"
+    echo "checks that the harness works; the numbers mean little and are not asserted (the targets below are"
+    echo "judged on the release run, benches/RESULTS.md)."
+  fi
   echo
   echo "## Loopback load"
+  echo
+  echo "Every case sends the same request: \`GET\` with wrk's headers and \`Authorization: Bearer <token>\`"
+  echo "(the HS256 token with \`sub\`, \`role\`, \`email\`, \`exp\`, \`iss\`), on \`/api/x\` (upstream direct,"
+  echo "Portcullis JWT), \`/open/x\` (Portcullis \`auth: none\`) or \`/plug/x\` (JWT + plugin, HAProxy). The"
+  echo "upstream and the \`auth: none\` route ignore the token but it is forwarded like on every route, so the"
+  echo "demo upstream, which echoes all request headers in its JSON answer, gets and returns the same bytes"
+  echo "everywhere, apart from the headers a gateway adds."
   echo
   echo "| target | requests/s | p50 | p99 | ratio vs upstream direct | ratio vs Portcullis auth: none | gateway CPU µs/request |"
   echo "|---|---|---|---|---|---|---|"
@@ -371,7 +498,7 @@ ADD_HAP=$(awk -v a="$P99_HAP" -v b="$P99_UP" 'BEGIN {printf "%.2f", a-b}')
   echo "upstream sees X-User-Id/X-User-Role/X-User-Email from the verified claims, the client's spoofed"
   echo "identity headers are gone, X-Request-Id and X-Forwarded-For are set, and a bad signature gets 401):"
   echo "HS256 token from \`Authorization: Bearer\`, \`alg\` must be HS256, signature, \`exp\` required and checked"
-  echo "against the clock, \`iss\` checked; HAProxy config: \`benches/haproxy/jwt-gateway.cfg\`. Portcullis"
+  echo "against the clock, \`iss\` checked; HAProxy config: \`$HAPROXY_CFG\`. Portcullis"
   echo "caches a verified token (the same token on every request here, as a client does within its"
   echo "access-token lifetime); HAProxy's \`jwt_verify\` checks the HMAC on every request."
   echo
@@ -423,7 +550,7 @@ ADD_HAP=$(awk -v a="$P99_HAP" -v b="$P99_UP" 'BEGIN {printf "%.2f", a-b}')
   echo
   echo "Rate: half of Portcullis JWT+plugin's peak above, ${HALF} requests/s. wrk has no rate control (wrk2 and"
   echo "oha are not installed here), so each case is paced by a wrk Lua \`delay()\` of ${PACE_MS} ms between a"
-  echo "connection's answer and its next request, with the number of connections calibrated (two 1 s probes)"
+  echo "connection's answer and its next request, with the number of connections calibrated ($PROBES × 1 s probe)"
   echo "to reach that rate. That is a closed loop: latency is measured from each request's send, with no"
   echo "coordinated-omission correction (mild at half load, where little queues). Added p99 = the gateway's"
   echo "p99 − upstream direct's p99 at the same rate."
@@ -438,6 +565,11 @@ ADD_HAP=$(awk -v a="$P99_HAP" -v b="$P99_UP" 'BEGIN {printf "%.2f", a-b}')
     esac
     printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$conns" "$rps" "$p50" "$p99" "$added"
   done < "$WORK/paced"
-  if [ -f benches/criterion-results.md ]; then echo; cat benches/criterion-results.md; fi
-} > "$OUT"
+  if [ "$SMOKE" = 0 ] && [ -f benches/criterion-results.md ]; then echo; cat benches/criterion-results.md; fi
+} > "$WORK/report.md"
+# Only a complete run replaces the previous report.
+mkdir -p "$(dirname "$OUT")"
+mv "$WORK/report.md" "$OUT"
 cat "$OUT"
+[ "$SMOKE" = 1 ] && echo && echo "(smoke results written to $OUT)"
+exit 0

@@ -47,7 +47,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 missing=()
 for tool in wrk curl python3; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "${missing[*]} missing: PORTCULLIS_SETUP_BENCH=1 bash scripts/setup.sh" >&2
+  echo "${missing[*]} missing: bash scripts/setup.sh (as root) installs them" >&2
   exit 1
 fi
 if [ "$SESSIONS" -le "$CONNECTIONS" ]; then

@@ -15,13 +15,16 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
 fi
 # tests/observability.rs lints /metrics and the alert rules with promtool.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
-if [ "${PORTCULLIS_SETUP_BENCH:-0}" = 1 ]; then
-  command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
-  command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)   # benches/load.sh peer (jwt_verify)
-fi
+# benches/load.sh (its smoke run is part of `make test`; make bench, make bench-refresh):
+# the wrk client, HAProxy 2.6 as the jwt_verify peer, python3 and ss for its probes.
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 
 # Packages whose install would start a daemon: Prometheus listens on :9090, the
-# admin listener's default port; HAProxy's packaged config is not ours either.
+# admin listener's default port; HAProxy's packaged service (its own config, and
+# whatever that binds, e.g. :80) is not ours either: load.sh starts its own.
 services=(prometheus haproxy)
 
 # Stops (and disables) a packaged daemon we only want the binaries of.

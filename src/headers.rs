@@ -95,13 +95,80 @@ pub fn request_id(incoming: Option<&[u8]>) -> String {
             // Checked ASCII above.
             String::from_utf8_lossy(v).into_owned()
         }
-        _ => uuid::Uuid::new_v4().to_string(),
+        _ => fresh_request_id(),
     }
+}
+
+/// A new request id in UUID v4 layout. Request ids must be unique, not
+/// unpredictable (they are echoed to clients and logged), so instead of one
+/// OS random-number call per request each thread mixes a counter with a key
+/// drawn once from the OS: SplitMix64's finaliser is a bijection, so ids of
+/// one thread never repeat, and two threads' ids collide only if both random
+/// 64-bit keys line up.
+fn fresh_request_id() -> String {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<(u64, u64, u64)> = Cell::new((os_random_u64(), os_random_u64(), 0));
+    }
+    let (high_key, low_key, counter) = STATE.with(|s| {
+        let (a, b, n) = s.get();
+        s.set((a, b, n.wrapping_add(1)));
+        (a, b, n)
+    });
+    let high = splitmix64(high_key ^ counter);
+    let low = splitmix64(low_key.wrapping_add(counter));
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&high.to_be_bytes());
+    bytes[8..].copy_from_slice(&low.to_be_bytes());
+    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut text).to_owned()
+}
+
+fn os_random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Without OS randomness the counter alone still keeps this thread's
+    // ids unique; only cross-thread uniqueness would weaken.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+/// SplitMix64's output function (Steele, Lea, Flood 2014): a bijection on u64.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fresh_request_ids_are_distinct_uuid_v4_strings_across_threads() {
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..5000).map(|_| request_id(None)).collect::<Vec<_>>()))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "a request id repeated");
+        for id in &ids {
+            let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 4, "{id}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(
+                id,
+                &parsed.hyphenated().to_string(),
+                "lower-case hyphenated"
+            );
+        }
+    }
 
     #[test]
     fn identity_headers_and_prefixes_are_stripped_case_insensitively() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -18,6 +19,16 @@ use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::session::SessionService;
 use crate::upstream::spawn_health_checks;
+
+/// Socket buffers of each client connection. pingora's default puts a 64 KiB
+/// read buffer in front of every connection (meant for TLS records); plain
+/// HTTP/1 reads its headers into pingora's own parse buffer anyway, so that
+/// buffer only costs a copy and 64 MiB of RSS per 1,000 open connections.
+/// The small write buffer lets a short answer's header and body leave in one
+/// send.
+fn client_connection_buffers() -> L4BufferSettings {
+    L4BufferSettings::new(0, 4096)
+}
 
 /// Reloads on SIGHUP and owns the health-check tasks of the live generation.
 pub struct Supervisor {
@@ -159,7 +170,9 @@ pub fn run(config_path: PathBuf, first: Generation) -> ! {
         gateway,
         "portcullis proxy",
     );
-    proxy.add_tcp(&listeners.proxy.to_string());
+    proxy.add_listener(
+        ListenerConfig::tcp(listeners.proxy.to_string()).l4_buffer(client_connection_buffers()),
+    );
 
     let admin_app = AdminApp {
         state: state.clone(),

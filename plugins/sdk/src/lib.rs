@@ -45,6 +45,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod base64;
 pub mod config;
 pub mod headers;
@@ -53,6 +54,12 @@ pub mod json;
 pub mod path;
 pub mod request;
 pub mod rt;
+
+/// Small allocations of every plugin built with the SDK go through free
+/// lists ([`alloc`]); the host runs an instance on one thread at a time.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: alloc::SmallBlocks = alloc::SmallBlocks::new();
 
 #[cfg(target_arch = "wasm32")]
 pub use host::{append_header, deny, remove_header, set_header};
