@@ -30,11 +30,13 @@ test: setup plugins lint
 	@if [ -x plugins/test.sh ]; then bash plugins/test.sh; fi
 	bash benches/load.sh --smoke
 
-## make bench: all criterion micro-benches + the loopback load comparison
-## (release build; writes benches/RESULTS.md).
+## make bench: all criterion micro-benches, the loopback load comparison
+## (release build; writes benches/RESULTS.md), then refresh throughput on
+## SQLite and Postgres (writes benches/SESSION-RESULTS.md).
 bench: setup plugins
 	cargo bench --bench jwt_verify --bench plugin_call --bench session
 	bash benches/load.sh
+	BENCH_CRITERION=0 bash benches/refresh_load.sh
 
 ## make bench-smoke: only the smoke run of make test (writes target/bench-smoke.md).
 bench-smoke: setup plugins

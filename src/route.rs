@@ -185,23 +185,86 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("path must start with `/`");
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains('\\') {
+    let bytes = path.as_bytes();
+    let encoded_separator = bytes.windows(3).any(|w| {
+        w[0] == b'%'
+            && (w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f')
+                || w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c'))
+    });
+    if encoded_separator || bytes.contains(&b'\\') {
         return Err("encoded slashes and backslashes are not allowed in the path");
     }
+    // Checked on every request: no allocation. A segment is a dot segment
+    // when it is only `.`/`%2e` units, one or two of them.
     for segment in path.split('/') {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        if decoded == "." || decoded == ".." {
+        if is_dot_segment(segment.as_bytes()) {
             return Err("dot segments (`.` and `..`) are not allowed in the path");
         }
     }
     Ok(())
 }
 
+/// `.`, `..`, or either spelled with `%2e` (any case) for some of the dots.
+fn is_dot_segment(mut segment: &[u8]) -> bool {
+    let mut dots = 0;
+    while !segment.is_empty() {
+        if segment[0] == b'.' {
+            segment = &segment[1..];
+        } else if segment.len() >= 3
+            && segment[0] == b'%'
+            && segment[1] == b'2'
+            && segment[2].eq_ignore_ascii_case(&b'e')
+        {
+            segment = &segment[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn dot_segments_are_refused_in_any_spelling_and_nothing_else() {
+        for bad in [
+            "/a/./b",
+            "/a/../b",
+            "/..",
+            "/.",
+            "/a/%2e%2E/b",
+            "/a/.%2e",
+            "/%2E",
+            "/a/%2e.",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a%5cb",
+            "/a\\b",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "/",
+            "/a/b",
+            "/a/.../b",
+            "/a/.b",
+            "/a/b.",
+            "/%2e%2e%2e",
+            "/a/%2",
+            "/a%2",
+            "/x/%2ex",
+        ] {
+            assert_eq!(check_path(good), Ok(()), "{good}");
+        }
+        assert!(check_path("a/b").is_err());
+    }
 
     #[test]
     fn prefix_matching_respects_segments() {
