@@ -12,7 +12,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
@@ -56,22 +55,6 @@ fn assert_promtool_ok(what: &str, out: &Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The Wasm modules, built once by plugins/build.sh (a no-op when up to date).
-fn plugins_out() -> &'static str {
-    static BUILT: OnceLock<String> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let status = Command::new("bash")
-            .arg(format!("{ROOT}/plugins/build.sh"))
-            .status()
-            .expect("run plugins/build.sh");
-        assert!(
-            status.success(),
-            "plugins/build.sh failed; run `make plugins` to see why"
-        );
-        format!("{ROOT}/plugins/out")
-    })
 }
 
 /// Three routes: `api` (token required), `plug` (token + the claims-to-headers

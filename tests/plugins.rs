@@ -4,28 +4,12 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
-
-fn plugins_out() -> &'static str {
-    static BUILT: OnceLock<String> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = env!("CARGO_MANIFEST_DIR");
-        let status = std::process::Command::new("bash")
-            .arg(format!("{root}/plugins/build.sh"))
-            .status()
-            .expect("run plugins/build.sh");
-        assert!(
-            status.success(),
-            "plugins/build.sh failed; run `make plugins` to see why"
-        );
-        format!("{root}/plugins/out")
-    })
-}
 
 fn token(claims: Value) -> String {
     let mut c = claims;

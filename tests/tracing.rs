@@ -6,28 +6,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-
-fn plugins_out() -> &'static str {
-    static BUILT: OnceLock<String> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = env!("CARGO_MANIFEST_DIR");
-        let status = Command::new("bash")
-            .arg(format!("{root}/plugins/build.sh"))
-            .status()
-            .expect("run plugins/build.sh");
-        assert!(
-            status.success(),
-            "plugins/build.sh failed; run `make plugins` to see why"
-        );
-        format!("{root}/plugins/out")
-    })
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()

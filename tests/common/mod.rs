@@ -315,3 +315,21 @@ pub fn read(path: impl AsRef<Path>) -> Vec<u8> {
 pub fn parse_raw_response(buf: &[u8]) -> Response {
     parse_response(buf)
 }
+
+/// The Wasm modules of plugins/, built once per test binary by
+/// plugins/build.sh (a no-op when up to date).
+pub fn plugins_out() -> &'static str {
+    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let status = Command::new("bash")
+            .arg(format!("{root}/plugins/build.sh"))
+            .status()
+            .expect("run plugins/build.sh");
+        assert!(
+            status.success(),
+            "plugins/build.sh failed; run `make plugins` to see why"
+        );
+        format!("{root}/plugins/out")
+    })
+}
