@@ -251,14 +251,14 @@ impl<'a> Parser<'a> {
     fn object(&mut self) -> Result<Value, ParseError> {
         self.enter()?;
         self.i += 1; // {
-        // Claim sets usually have 5-10 members: one allocation instead of
-        // growing 4 -> 8 -> 16.
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
             self.depth_left += 1;
             return Ok(Value::Object(Vec::new()));
         }
+        // Claim sets usually have 5-10 members: one allocation instead of
+        // growing 4 -> 8 -> 16.
         let mut members = Vec::with_capacity(8);
         loop {
             self.ws();
