@@ -45,13 +45,6 @@ fn one_upstream(backend: &Backend) -> String {
 
 const API_ROUTE: &str = "  - name: api\n    match: { path_prefix: /api }\n    upstream: main\n";
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 fn claims(sub: &str) -> Value {
     json!({"sub": sub, "iss": "test-issuer", "aud": "test-aud", "iat": now(), "exp": now() + 600})
 }

@@ -104,13 +104,6 @@ routes:
     )
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 fn claims(sub: &str) -> Value {
     json!({"sub": sub, "role": "reader", "iss": "test-issuer", "aud": "test-aud",
            "iat": now(), "exp": now() + 600})

@@ -13,13 +13,7 @@ use serde_json::{json, Value};
 
 fn token(claims: Value) -> String {
     let mut c = claims;
-    c["exp"] = json!(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 600
-    );
+    c["exp"] = json!(now() + 600);
     let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("hs".into());
     format!(

@@ -12,13 +12,6 @@ use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// An HS256 token signed with the test secret; `exp_in` seconds from now.
 fn token(sub: &str, exp_in: i64) -> String {
     let mut header = Header::new(Algorithm::HS256);

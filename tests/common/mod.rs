@@ -333,3 +333,11 @@ pub fn plugins_out() -> &'static str {
         format!("{root}/plugins/out")
     })
 }
+
+/// Seconds since the Unix epoch, for `iat`/`exp` claims.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
+}
