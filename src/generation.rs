@@ -19,6 +19,32 @@ pub struct Listeners {
     pub admin: SocketAddr,
     pub threads: usize,
     pub grace_period: Duration,
+    /// Limits on slow, idle and too many client connections.
+    pub client: ClientLimits,
+}
+
+/// How long a client may take and how many may be connected (`limits` section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientLimits {
+    /// First byte of a request head to its blank line (and accept to first byte).
+    pub header_read_timeout: Duration,
+    /// End of the head to the last byte of the body.
+    pub body_read_timeout: Duration,
+    /// Idle time between two requests on a keep-alive connection.
+    pub keepalive_timeout: Duration,
+    /// Client connections open at once; more are closed at accept.
+    pub max_connections: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
 }
 
 /// Logging settings; fixed for the life of the process.

@@ -26,6 +26,33 @@ pub const REFRESH_RESULTS: [&str; 10] = [
 /// Scopes of `auth_logout_total`.
 pub const LOGOUT_SCOPES: [&str; 3] = ["session", "all", "single"];
 
+/// Reasons a client connection is closed by the gateway (`client_closes_total`).
+pub const CLIENT_CLOSE_REASONS: [&str; 4] = [
+    "head_timeout",
+    "body_timeout",
+    "idle_timeout",
+    "max_connections",
+];
+
+/// Reasons a request is refused with 400/431 before routing (`request_refusals_total`).
+pub const REFUSAL_REASONS: [&str; 15] = [
+    "not_origin_form",
+    "invalid_escape",
+    "control_character",
+    "non_ascii",
+    "dot_segment",
+    "encoded_separator",
+    "empty_segment",
+    "path_parameter",
+    "duplicate_authorization",
+    "duplicate_host",
+    "content_length_conflict",
+    "transfer_encoding_with_content_length",
+    "underscore_header",
+    "headers_too_large",
+    "malformed_request",
+];
+
 /// All metrics the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -44,6 +71,9 @@ pub struct Metrics {
     pub sessions_active: IntGauge,
     pub refresh_token_reuse_detected: IntCounter,
     pub revocation_propagation: Histogram,
+    pub client_connections: IntGauge,
+    pub client_closes: IntCounterVec,
+    pub request_refusals: IntCounterVec,
 }
 
 impl Metrics {
@@ -179,6 +209,27 @@ impl Metrics {
             ]),
         )
         .expect("static metric definition");
+        let client_connections = IntGauge::new(
+            "client_connections",
+            "Client connections open on the proxy listener",
+        )
+        .expect("static metric definition");
+        let client_closes = IntCounterVec::new(
+            Opts::new(
+                "client_closes_total",
+                "Client connections closed by the gateway, by reason (head_timeout, body_timeout, idle_timeout, max_connections)",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let request_refusals = IntCounterVec::new(
+            Opts::new(
+                "request_refusals_total",
+                "Requests refused before routing because they can be read more than one way, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -195,6 +246,9 @@ impl Metrics {
             Box::new(sessions_active.clone()),
             Box::new(refresh_token_reuse_detected.clone()),
             Box::new(revocation_propagation.clone()),
+            Box::new(client_connections.clone()),
+            Box::new(client_closes.clone()),
+            Box::new(request_refusals.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -207,6 +261,12 @@ impl Metrics {
         }
         for scope in LOGOUT_SCOPES {
             auth_logout.with_label_values(&[scope]);
+        }
+        for reason in CLIENT_CLOSE_REASONS {
+            client_closes.with_label_values(&[reason]);
+        }
+        for reason in REFUSAL_REASONS {
+            request_refusals.with_label_values(&[reason]);
         }
         for reason in RevokeReason::ALL {
             sessions_revoked.with_label_values(&[reason.as_str()]);
@@ -228,6 +288,9 @@ impl Metrics {
             sessions_active,
             refresh_token_reuse_detected,
             revocation_propagation,
+            client_connections,
+            client_closes,
+            request_refusals,
         }
     }
 

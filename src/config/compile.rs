@@ -11,11 +11,12 @@ use http::Method;
 use serde_saphyr::Spanned;
 
 use super::raw::{
-    AuthMode, PluginIsolation, PluginOnError, RawConfig, RawJwt, RawKey, RawLogin, RawPlugin,
-    RawRoute, RawSessions, RawUpstream,
+    AuthMode, PluginIsolation, PluginOnError, RawConfig, RawJwt, RawKey, RawLimits, RawLogin,
+    RawPlugin, RawRoute, RawSessions, RawUpstream,
 };
+use super::units::HumanDuration;
 use super::{ConfigError, Diagnostic};
-use crate::generation::{Generation, Listeners, LogSettings, TokenSources};
+use crate::generation::{ClientLimits, Generation, Listeners, LogSettings, TokenSources};
 use crate::headers::HeaderPolicy;
 use crate::jwt::{Key, KeyMaterial, KeySet, Verifier, VerifyPolicy};
 use crate::plugin::{
@@ -118,6 +119,7 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
             .grace_period
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(5)),
+        client: compile_client_limits(&mut ck, &raw.limits),
     };
     let log = LogSettings {
         format: raw.log.format,
@@ -248,6 +250,50 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
         sessions,
         jwks,
     })
+}
+
+/// The slow-client limits; zero durations or connections are refused.
+fn compile_client_limits(ck: &mut Checker, limits: &RawLimits) -> ClientLimits {
+    let defaults = ClientLimits::default();
+    let mut pick = |value: Option<HumanDuration>, default: Duration, key: &str| match value {
+        Some(HumanDuration(d)) if d.is_zero() => {
+            ck.general(format!(
+                "limits.{key} is 0: give clients some time, e.g. `10s`"
+            ));
+            default
+        }
+        Some(HumanDuration(d)) => d,
+        None => default,
+    };
+    let header_read_timeout = pick(
+        limits.header_read_timeout,
+        defaults.header_read_timeout,
+        "header_read_timeout",
+    );
+    let body_read_timeout = pick(
+        limits.body_read_timeout,
+        defaults.body_read_timeout,
+        "body_read_timeout",
+    );
+    let keepalive_timeout = pick(
+        limits.keepalive_timeout,
+        defaults.keepalive_timeout,
+        "keepalive_timeout",
+    );
+    let max_connections = match limits.max_connections {
+        Some(0) => {
+            ck.general("limits.max_connections is 0: no client could connect; remove it or set e.g. 10000");
+            defaults.max_connections
+        }
+        Some(n) => n,
+        None => defaults.max_connections,
+    };
+    ClientLimits {
+        header_read_timeout,
+        body_read_timeout,
+        keepalive_timeout,
+        max_connections,
+    }
 }
 
 fn shadows(earlier: &Route, later: &Route) -> bool {

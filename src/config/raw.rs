@@ -20,6 +20,9 @@ pub struct RawConfig {
     pub headers: RawHeaders,
     #[serde(default)]
     pub limits: RawLimits,
+    /// How a request is read: path canonicalisation and header folding.
+    #[serde(default)]
+    pub requests: RawRequests,
     #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
     /// Wasm policy plugins by name; routes list them in `plugins`.
@@ -237,6 +240,56 @@ pub struct RawLimits {
     pub max_body_size: Option<ByteSize>,
     /// Largest total size of request header names and values; above it: 431.
     pub max_header_size: Option<ByteSize>,
+    /// Time a client has to send a whole request head (first byte to blank line).
+    pub header_read_timeout: Option<HumanDuration>,
+    /// Time a client has to send a whole request body once the head is read.
+    pub body_read_timeout: Option<HumanDuration>,
+    /// Time an idle keep-alive connection is kept open between requests.
+    pub keepalive_timeout: Option<HumanDuration>,
+    /// Client connections open at once on the proxy listener; more are closed at accept.
+    pub max_connections: Option<usize>,
+}
+
+/// The `requests` section: how every request is read, one way.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequests {
+    /// Route paths match case-sensitively (default false: `/API` meets `/api`'s rules).
+    pub case_sensitive: Option<bool>,
+    /// `merge` (default) folds `//` into `/`; `reject` answers 400.
+    pub empty_segments: Option<EmptySegments>,
+    /// `reject` (default) answers 400 to `;params`; `keep` forwards them and matches without them.
+    pub path_params: Option<PathParams>,
+    /// Header names with `_`: `drop` (default), `reject` (400) or `allow`.
+    pub underscore_headers: Option<UnderscoreHeaders>,
+}
+
+/// What `//` in a path does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmptySegments {
+    #[default]
+    Merge,
+    Reject,
+}
+
+/// What `;name=value` path parameters do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathParams {
+    #[default]
+    Reject,
+    Keep,
+}
+
+/// What a header name containing `_` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoreHeaders {
+    #[default]
+    Drop,
+    Reject,
+    Allow,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +332,8 @@ pub struct RawRoute {
     pub require: Vec<Spanned<RawRequirement>>,
     /// Forward the client's `Authorization` header to the upstream (default true).
     pub forward_authorization: Option<bool>,
+    /// Match this route's path case-sensitively (default: `requests.case_sensitive`).
+    pub case_sensitive: Option<bool>,
     /// Ordered plugin chain run after authentication.
     #[serde(default)]
     pub plugins: Vec<Spanned<String>>,
