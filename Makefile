@@ -34,7 +34,7 @@ test: setup plugins lint
 ## (release build; writes benches/RESULTS.md), then refresh throughput on
 ## SQLite and Postgres (writes benches/SESSION-RESULTS.md).
 bench: setup plugins
-	cargo bench --bench jwt_verify --bench plugin_call --bench session
+	cargo bench --bench jwt_verify --bench plugin_call --bench session --bench canonical_path
 	bash benches/load.sh
 	BENCH_CRITERION=0 bash benches/refresh_load.sh
 

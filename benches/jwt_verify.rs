@@ -107,6 +107,7 @@ fn route_match(c: &mut Criterion) {
             add_prefix: None,
             requirements: Vec::new(),
             forward_authorization: true,
+            case_sensitive: false,
             plugins: Default::default(),
             login: None,
         })

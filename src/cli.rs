@@ -105,6 +105,9 @@ fn run(path: PathBuf) -> ExitCode {
     match config::load(&path) {
         Ok(generation) => {
             crate::logging::init(&generation.log);
+            for w in &generation.warnings {
+                tracing::warn!("{w}");
+            }
             crate::server::run(path, generation)
         }
         Err(e) => {
@@ -118,6 +121,9 @@ fn run(path: PathBuf) -> ExitCode {
 fn check(path: PathBuf) -> ExitCode {
     match config::load(&path) {
         Ok(g) => {
+            for w in &g.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: OK ({} routes, {} upstreams, {} keys)",
                 path.display(),

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::canonical::ReadPolicy;
 use crate::config::raw::LogFormat;
+use crate::config::Diagnostic;
 use crate::headers::HeaderPolicy;
 use crate::jwt::Verifier;
 use crate::route::Router;
@@ -80,4 +82,8 @@ pub struct Generation {
     pub sessions: Option<Arc<crate::session::SessionSettings>>,
     /// `GET /.well-known/jwks.json`, serialized once.
     pub jwks: Option<serde_json::Value>,
+    /// How requests are read: canonical paths, header folding.
+    pub read: ReadPolicy,
+    /// What `portcullis check` warns about; logged at start and on reload.
+    pub warnings: Vec<Diagnostic>,
 }

@@ -4,6 +4,8 @@
 use http::header::HeaderName;
 use pingora::http::RequestHeader;
 
+use crate::canonical::{fold_header_name, HeaderError, UnderscoreHeaders};
+
 /// Identity headers stripped from every client request unless the config
 /// replaces the list. Covers what this gateway, its plugins and common
 /// auth proxies set, so a client can never pose as a verified user.
@@ -49,37 +51,68 @@ impl Default for HeaderPolicy {
     }
 }
 
+/// Headers the gateway sets or that frame the message: a `_` spelling of
+/// one of them never reaches the upstream, whatever `underscore_headers` says.
+const GATEWAY_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "forwarded",
+];
+
 impl HeaderPolicy {
-    /// Removes client copies of identity headers; returns how many were removed.
-    pub fn strip_identity(&self, req: &mut RequestHeader) -> usize {
+    /// Removes client copies of identity headers, compared in folded form
+    /// (`X_User_Id` is `x-user-id`), and header names with `_` as
+    /// `underscores` says. Returns how many identity headers were removed,
+    /// or the refusal when `underscores` is `reject`.
+    pub fn strip_identity(
+        &self,
+        req: &mut RequestHeader,
+        underscores: UnderscoreHeaders,
+    ) -> Result<usize, HeaderError> {
         let mut doomed: Vec<HeaderName> = Vec::new();
+        let mut spoofed = 0;
         for name in req.headers.keys() {
-            let lower = name.as_str(); // http stores names lower-case
-            if self.identity.iter().any(|h| h == name)
-                || self
-                    .identity_prefixes
-                    .iter()
-                    .any(|p| lower.starts_with(p.as_str()))
-            {
+            let folded = fold_header_name(name.as_str());
+            let has_underscore = matches!(folded, std::borrow::Cow::Owned(_));
+            if self.is_identity_folded(&folded) {
+                // Count every copy: a client may send the same header twice.
+                spoofed += req.headers.get_all(name).iter().count();
                 doomed.push(name.clone());
+            } else if has_underscore {
+                match underscores {
+                    UnderscoreHeaders::Reject => return Err(HeaderError::UnderscoreHeader),
+                    UnderscoreHeaders::Drop => doomed.push(name.clone()),
+                    UnderscoreHeaders::Allow => {
+                        if GATEWAY_HEADERS.contains(&&*folded) || folded == self.request_id.as_str()
+                        {
+                            doomed.push(name.clone());
+                        }
+                    }
+                }
             }
         }
-        let mut removed = 0;
         for name in doomed {
-            // Count every copy: a client may send the same header twice.
-            removed += req.headers.get_all(&name).iter().count();
             req.remove_header(&name);
         }
-        removed
+        Ok(spoofed)
     }
 
     /// Whether the gateway or a plugin may set this header (so it is stripped).
     pub fn is_identity(&self, name: &HeaderName) -> bool {
-        self.identity.contains(name)
+        self.is_identity_folded(&fold_header_name(name.as_str()))
+    }
+
+    /// `folded` is lower-case with `-` for `_`; so are the lists.
+    fn is_identity_folded(&self, folded: &str) -> bool {
+        self.identity.iter().any(|h| h.as_str() == folded)
             || self
                 .identity_prefixes
                 .iter()
-                .any(|p| name.as_str().starts_with(p.as_str()))
+                .any(|p| folded.starts_with(p.as_str()))
     }
 }
 
@@ -177,11 +210,43 @@ mod tests {
         req.append_header("x-user-id", "evil2").unwrap();
         req.append_header("X-Auth-Whatever", "x").unwrap();
         req.append_header("Accept", "*/*").unwrap();
-        let removed = HeaderPolicy::default().strip_identity(&mut req);
+        let removed = HeaderPolicy::default()
+            .strip_identity(&mut req, UnderscoreHeaders::Allow)
+            .unwrap();
         assert_eq!(removed, 3);
         assert!(req.headers.get("x-user-id").is_none());
         assert!(req.headers.get("x-auth-whatever").is_none());
         assert!(req.headers.get("accept").is_some());
+    }
+
+    #[test]
+    fn underscore_spellings_of_identity_headers_never_pass() {
+        for underscores in [UnderscoreHeaders::Allow, UnderscoreHeaders::Drop] {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.append_header("X_User_Id", "evil").unwrap();
+            req.append_header("x_auth_role", "evil").unwrap();
+            req.append_header("X_Forwarded_For", "1.2.3.4").unwrap();
+            req.append_header("x_custom", "fine").unwrap();
+            req.append_header("accept", "*/*").unwrap();
+            let removed = HeaderPolicy::default()
+                .strip_identity(&mut req, underscores)
+                .unwrap();
+            assert_eq!(removed, 2, "{underscores:?}");
+            assert!(req.headers.get("x_user_id").is_none());
+            assert!(req.headers.get("x_auth_role").is_none());
+            assert!(req.headers.get("x_forwarded_for").is_none());
+            assert_eq!(
+                req.headers.get("x_custom").is_some(),
+                underscores == UnderscoreHeaders::Allow
+            );
+            assert!(req.headers.get("accept").is_some());
+        }
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("x_custom", "no").unwrap();
+        assert_eq!(
+            HeaderPolicy::default().strip_identity(&mut req, UnderscoreHeaders::Reject),
+            Err(HeaderError::UnderscoreHeader)
+        );
     }
 
     #[test]

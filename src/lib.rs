@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod canonical;
 pub mod cli;
 pub mod config;
 pub mod generation;

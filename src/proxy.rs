@@ -33,7 +33,7 @@ use crate::logging::SPAN_TARGET;
 use crate::metrics::Metrics;
 use crate::plugin::{HeaderChange, InvocationResult, Outcome, RequestMeta};
 use crate::reply::Reply;
-use crate::route::{check_path, AuthMode};
+use crate::route::AuthMode;
 use crate::session::handlers::AuthApi;
 use crate::session::SessionService;
 
@@ -102,6 +102,11 @@ pub struct RequestCtx {
     span: Span,
     /// The `upstream` span, open while the upstream leg is under way.
     upstream_span: Span,
+    /// The path as the client sent it, kept only when the canonical form
+    /// (which is matched and forwarded) differs: the access log shows both.
+    raw_path: Option<String>,
+    /// The canonical path less its `;params` (only when params are kept).
+    match_path: Option<String>,
 }
 
 impl RequestCtx {
@@ -130,10 +135,101 @@ impl RequestCtx {
     }
 }
 
+/// A request refused by [`Gateway::read_one_way`]: 400, connection closed.
+struct Refusal {
+    reason: &'static str,
+    code: &'static str,
+    message: &'static str,
+}
+
+/// The path the session routes are looked up with: the canonical path,
+/// lower-cased unless paths are case-sensitive (`/API/Auth/refresh` is the
+/// refresh route to a case-insensitive backend, so it is to the gateway).
+fn session_api_path<'a>(path: &'a str, gen: &Generation) -> std::borrow::Cow<'a, str> {
+    if !gen.read.case_sensitive && path.bytes().any(|b| b.is_ascii_uppercase()) {
+        path.to_ascii_lowercase().into()
+    } else {
+        path.into()
+    }
+}
+
 /// Path of the public key set.
 const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 impl Gateway {
+    /// Reads the request one way (see [`crate::canonical`]): refuses heads
+    /// that could be framed or attributed twice, strips identity headers in
+    /// every spelling, and replaces the request target with its canonical
+    /// path, so that routing, plugins, the access log and the upstream all
+    /// see the same path. Allocates only when something is rewritten.
+    fn read_one_way(
+        &self,
+        session: &mut Session,
+        gen: &Generation,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
+        let downstream = session.as_downstream();
+        let raw_head = (!downstream.is_http2()).then(|| downstream.to_h1_raw());
+        let header_refusal = |e: crate::canonical::HeaderError| Refusal {
+            reason: e.reason(),
+            code: "bad_request",
+            message: e.message(),
+        };
+        crate::canonical::headers::check_framing(session.req_header(), raw_head.as_deref())
+            .map_err(header_refusal)?;
+        let stripped = gen
+            .headers
+            .strip_identity(session.req_header_mut(), gen.read.underscore_headers)
+            .map_err(header_refusal)?;
+        if stripped > 0 {
+            self.metrics.header_spoof_stripped.inc_by(stripped as u64);
+        }
+
+        let req = session.req_header();
+        let raw = req.raw_path();
+        let origin_form = raw.first() == Some(&b'/');
+        // Absolute-form (`GET http://host/p`): the path component is read
+        // and the upstream gets origin-form.
+        let target = if origin_form {
+            raw
+        } else {
+            req.uri
+                .path_and_query()
+                .map(|pq| pq.as_str().as_bytes())
+                .filter(|pq| pq.first() == Some(&b'/'))
+                .unwrap_or(raw)
+        };
+        let (path, query) = match target.iter().position(|&b| b == b'?') {
+            Some(q) => (&target[..q], Some(&target[q..])),
+            None => (target, None),
+        };
+        let canonical =
+            crate::canonical::canonicalize(path, gen.read.path).map_err(|e| Refusal {
+                reason: e.reason(),
+                code: "bad_path",
+                message: e.message(),
+            })?;
+        if canonical.matched() != canonical.forward() {
+            ctx.match_path = Some(canonical.matched().to_owned());
+        }
+        if canonical.is_rewritten() || !origin_form {
+            let mut uri = String::with_capacity(canonical.forward().len() + target.len());
+            uri.push_str(canonical.forward());
+            if let Some(q) = query {
+                uri.push_str(&String::from_utf8_lossy(q));
+            }
+            let raw_text = String::from_utf8_lossy(raw).into_owned();
+            let parsed = uri.parse::<http::Uri>().map_err(|_| Refusal {
+                reason: "malformed_request",
+                code: "bad_request",
+                message: "The request target could not be read",
+            })?;
+            session.req_header_mut().set_uri(parsed);
+            ctx.raw_path = Some(raw_text);
+        }
+        Ok(())
+    }
+
     /// Auth step of `request_filter`: `Err(reply)` when the request must stop here.
     fn authenticate(
         &self,
@@ -323,6 +419,8 @@ impl ProxyHttp for Gateway {
             builtin: None,
             span: Span::none(),
             upstream_span: Span::none(),
+            raw_path: None,
+            match_path: None,
         }
     }
 
@@ -353,24 +451,29 @@ impl ProxyHttp for Gateway {
             .sum();
         if header_bytes > gen.max_header_size {
             let msg = format!("Request headers exceed {} bytes", gen.max_header_size);
+            self.metrics
+                .request_refusals
+                .with_label_values(&["headers_too_large"])
+                .inc();
             Reply::error(431, "headers_too_large", msg)
                 .send(session, &ctx.request_id)
                 .await?;
             return Ok(true);
         }
-        let stripped = gen.headers.strip_identity(session.req_header_mut());
-        if stripped > 0 {
-            self.metrics.header_spoof_stripped.inc_by(stripped as u64);
-        }
-
-        let req = session.req_header();
-        let path = req.uri.path();
-        if let Err(why) = check_path(path) {
-            Reply::error(400, "bad_path", why)
+        if let Err(refusal) = self.read_one_way(session, &gen, ctx) {
+            self.metrics
+                .request_refusals
+                .with_label_values(&[refusal.reason])
+                .inc();
+            Reply::error(400, refusal.code, refusal.message)
+                .closing()
                 .send(session, &ctx.request_id)
                 .await?;
             return Ok(true);
         }
+
+        let req = session.req_header();
+        let path = req.uri.path();
         if path == JWKS_PATH && req.method == http::Method::GET {
             if let Some(jwks) = &gen.jwks {
                 ctx.builtin = Some("jwks");
@@ -383,7 +486,7 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(settings) = gen.sessions.clone() {
-            if let Some(endpoint) = settings.endpoint(path) {
+            if let Some(endpoint) = settings.endpoint(&session_api_path(path, &gen)) {
                 ctx.builtin = Some("session_api");
                 ctx.record_route();
                 let api = AuthApi {
@@ -401,7 +504,8 @@ impl ProxyHttp for Gateway {
             }
         }
         let host = request_host(req);
-        let Some((idx, _)) = gen.router.find(host.as_deref(), path, &req.method) else {
+        let matched = ctx.match_path.as_deref().unwrap_or(path);
+        let Some((idx, _)) = gen.router.find(host.as_deref(), matched, &req.method) else {
             ctx.record_route();
             let msg = format!("No route for {} {}", req.method, path);
             Reply::error(404, "no_route", msg)
@@ -612,6 +716,7 @@ impl ProxyHttp for Gateway {
                     request_id = %ctx.request_id,
                     method = %req.method,
                     path = %req.uri.path(),
+                    raw_path = ctx.raw_path.as_deref().map(strip_query).unwrap_or(""),
                     route = %route,
                     status,
                     latency_ms = elapsed.as_secs_f64() * 1000.0,
@@ -626,6 +731,11 @@ impl ProxyHttp for Gateway {
         // The `request` span closes now, after the access event it parents.
         ctx.span = Span::none();
     }
+}
+
+/// A logged request target without its query string, which may carry secrets.
+fn strip_query(target: &str) -> &str {
+    target.split_once('?').map_or(target, |(path, _)| path)
 }
 
 /// A new `upstream` span under `request`; `target`, `status` and `error`

@@ -12,6 +12,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Value,
     pub headers: Vec<(&'static str, String)>,
+    /// Close the client connection after this answer (`Connection: close`).
+    pub close: bool,
 }
 
 impl Reply {
@@ -21,6 +23,7 @@ impl Reply {
             status,
             body: json!({"success": false, "message": message.into(), "error": code}),
             headers: Vec::new(),
+            close: false,
         }
     }
 
@@ -30,6 +33,7 @@ impl Reply {
             status,
             body,
             headers: Vec::new(),
+            close: false,
         }
     }
 
@@ -39,7 +43,18 @@ impl Reply {
     }
 
     /// Writes the reply, closing the body. `request_id` is echoed back.
+    /// Closes the connection after the answer: for requests whose framing
+    /// cannot be trusted, nothing more is read from that connection.
+    pub fn closing(mut self) -> Reply {
+        self.close = true;
+        self
+    }
+
     pub async fn send(self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
+        if self.close {
+            // pingora then writes `Connection: close` and drops the connection.
+            session.set_keepalive(None);
+        }
         let body = Bytes::from(serde_json::to_vec(&self.body).unwrap_or_else(|_| b"{}".to_vec()));
         let mut resp = ResponseHeader::build(self.status, Some(6))?;
         resp.insert_header("content-type", "application/json")?;

@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 pub use crate::config::raw::AuthMode;
 use crate::plugin::PluginChain;
 
-/// How a route matches the request path.
+/// How a route matches the request path. The pattern is canonical
+/// (see [`crate::canonical::path`]) and compared with the request's
+/// canonical path, ASCII case-insensitively unless the route says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
     Exact(String),
@@ -18,20 +20,20 @@ pub enum PathMatch {
 }
 
 impl PathMatch {
-    pub fn matches(&self, path: &str) -> bool {
+    pub fn matches(&self, path: &str, case_sensitive: bool) -> bool {
         match self {
-            PathMatch::Exact(p) => p == path,
-            PathMatch::Prefix(p) => prefix_matches(p, path),
+            PathMatch::Exact(p) => same(p, path, case_sensitive),
+            PathMatch::Prefix(p) => prefix_matches_with(p, path, case_sensitive),
         }
     }
 
     /// True when every path this matcher accepts is also accepted by `earlier`.
-    pub fn covered_by(&self, earlier: &PathMatch) -> bool {
+    pub fn covered_by(&self, earlier: &PathMatch, case_sensitive: bool) -> bool {
         match (earlier, self) {
-            (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
+            (PathMatch::Exact(a), PathMatch::Exact(b)) => same(a, b, case_sensitive),
             (PathMatch::Exact(_), PathMatch::Prefix(_)) => false,
             (PathMatch::Prefix(a), PathMatch::Exact(b) | PathMatch::Prefix(b)) => {
-                prefix_matches(a, b)
+                prefix_matches_with(a, b, case_sensitive)
             }
         }
     }
@@ -43,12 +45,33 @@ impl PathMatch {
     }
 }
 
-/// Segment-aware prefix test.
+fn same(a: &str, b: &str, case_sensitive: bool) -> bool {
+    if case_sensitive {
+        a == b
+    } else {
+        a.eq_ignore_ascii_case(b)
+    }
+}
+
+/// Segment-aware, case-sensitive prefix test.
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    path.starts_with(prefix)
-        && (prefix.ends_with('/')
-            || path.len() == prefix.len()
-            || path.as_bytes()[prefix.len()] == b'/')
+    prefix_matches_with(prefix, path, true)
+}
+
+/// Segment-aware prefix test; ASCII case-insensitive unless `case_sensitive`.
+pub fn prefix_matches_with(prefix: &str, path: &str, case_sensitive: bool) -> bool {
+    let (p, q) = (prefix.as_bytes(), path.as_bytes());
+    q.len() >= p.len()
+        && same_bytes(p, &q[..p.len()], case_sensitive)
+        && (p.ends_with(b"/") || q.len() == p.len() || q[p.len()] == b'/')
+}
+
+fn same_bytes(a: &[u8], b: &[u8], case_sensitive: bool) -> bool {
+    if case_sensitive {
+        a == b
+    } else {
+        a.eq_ignore_ascii_case(b)
+    }
 }
 
 /// A claim that must hold for a request to pass (else 403).
@@ -105,6 +128,8 @@ pub struct Route {
     pub add_prefix: Option<String>,
     pub requirements: Vec<Requirement>,
     pub forward_authorization: bool,
+    /// Compare paths case-sensitively (default: ASCII case-insensitive).
+    pub case_sensitive: bool,
     /// Wasm plugins run after authentication, in order.
     pub plugins: PluginChain,
     /// Login interception: open a session from the upstream's 2xx answer.
@@ -123,16 +148,17 @@ impl Route {
                 return false;
             }
         }
-        self.path.matches(path)
+        self.path.matches(path, self.case_sensitive)
     }
 
-    /// The path sent upstream after `strip_prefix` / `add_prefix`.
+    /// The path sent upstream after `strip_prefix` / `add_prefix`. `path`
+    /// is the canonical forwarded path, which matched this route; the
+    /// prefix is stripped by segments, so a different case or `;params`
+    /// in those segments (as matched) are stripped with them.
     pub fn upstream_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
         let mut rest = path;
         if let Some(strip) = &self.strip_prefix {
-            if let Some(r) = path.strip_prefix(strip.as_str()) {
-                rest = r;
-            }
+            rest = after_segments(path, segment_count(strip));
         }
         match (&self.add_prefix, rest.len() == path.len()) {
             (None, true) => path.into(),
@@ -148,6 +174,28 @@ impl Route {
             }
         }
     }
+}
+
+/// Path segments of a prefix: `/` 0, `/api` and `/api/` 1, `/api/v1` 2.
+fn segment_count(prefix: &str) -> usize {
+    prefix.split('/').filter(|s| !s.is_empty()).count()
+}
+
+/// `path` after its first `n` segments (from the `/` that follows them).
+fn after_segments(path: &str, n: usize) -> &str {
+    if n == 0 {
+        return path;
+    }
+    let mut slashes = 0;
+    for (i, b) in path.bytes().enumerate() {
+        if b == b'/' {
+            if slashes == n {
+                return &path[i..];
+            }
+            slashes += 1;
+        }
+    }
+    ""
 }
 
 /// All routes of a generation.
@@ -178,93 +226,10 @@ impl Router {
     }
 }
 
-/// Refuses paths an upstream might resolve differently than the router did
-/// (`/public/../admin`, encoded slashes or dots, backslashes), so a prefix
-/// route can never be bypassed by path tricks.
-pub fn check_path(path: &str) -> Result<(), &'static str> {
-    if !path.starts_with('/') {
-        return Err("path must start with `/`");
-    }
-    let bytes = path.as_bytes();
-    let encoded_separator = bytes.windows(3).any(|w| {
-        w[0] == b'%'
-            && (w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f')
-                || w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c'))
-    });
-    if encoded_separator || bytes.contains(&b'\\') {
-        return Err("encoded slashes and backslashes are not allowed in the path");
-    }
-    // Checked on every request: no allocation. A segment is a dot segment
-    // when it is only `.`/`%2e` units, one or two of them.
-    for segment in path.split('/') {
-        if is_dot_segment(segment.as_bytes()) {
-            return Err("dot segments (`.` and `..`) are not allowed in the path");
-        }
-    }
-    Ok(())
-}
-
-/// `.`, `..`, or either spelled with `%2e` (any case) for some of the dots.
-fn is_dot_segment(mut segment: &[u8]) -> bool {
-    let mut dots = 0;
-    while !segment.is_empty() {
-        if segment[0] == b'.' {
-            segment = &segment[1..];
-        } else if segment.len() >= 3
-            && segment[0] == b'%'
-            && segment[1] == b'2'
-            && segment[2].eq_ignore_ascii_case(&b'e')
-        {
-            segment = &segment[3..];
-        } else {
-            return false;
-        }
-        dots += 1;
-        if dots > 2 {
-            return false;
-        }
-    }
-    dots > 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn dot_segments_are_refused_in_any_spelling_and_nothing_else() {
-        for bad in [
-            "/a/./b",
-            "/a/../b",
-            "/..",
-            "/.",
-            "/a/%2e%2E/b",
-            "/a/.%2e",
-            "/%2E",
-            "/a/%2e.",
-            "/a%2fb",
-            "/a%2Fb",
-            "/a%5cb",
-            "/a\\b",
-        ] {
-            assert!(check_path(bad).is_err(), "{bad}");
-        }
-        for good in [
-            "/",
-            "/a/b",
-            "/a/.../b",
-            "/a/.b",
-            "/a/b.",
-            "/%2e%2e%2e",
-            "/a/%2",
-            "/a%2",
-            "/x/%2ex",
-        ] {
-            assert_eq!(check_path(good), Ok(()), "{good}");
-        }
-        assert!(check_path("a/b").is_err());
-    }
 
     #[test]
     fn prefix_matching_respects_segments() {
@@ -278,10 +243,12 @@ mod tests {
     #[test]
     fn shadowing_is_detected_for_covered_matchers() {
         let api = PathMatch::Prefix("/api".into());
-        assert!(PathMatch::Prefix("/api/v1".into()).covered_by(&api));
-        assert!(PathMatch::Exact("/api/x".into()).covered_by(&api));
-        assert!(!PathMatch::Prefix("/apiv2".into()).covered_by(&api));
-        assert!(!PathMatch::Prefix("/api".into()).covered_by(&PathMatch::Exact("/api".into())));
+        assert!(PathMatch::Prefix("/api/v1".into()).covered_by(&api, true));
+        assert!(PathMatch::Exact("/api/x".into()).covered_by(&api, true));
+        assert!(!PathMatch::Prefix("/apiv2".into()).covered_by(&api, true));
+        assert!(
+            !PathMatch::Prefix("/api".into()).covered_by(&PathMatch::Exact("/api".into()), true)
+        );
     }
 
     #[test]
@@ -301,11 +268,45 @@ mod tests {
     }
 
     #[test]
-    fn traversal_paths_are_refused() {
-        assert!(check_path("/api/users/1").is_ok());
-        assert!(check_path("/public/../admin").is_err());
-        assert!(check_path("/public/%2E%2e/admin").is_err());
-        assert!(check_path("/a%2fb").is_err());
-        assert!(check_path("/a/./b").is_err());
+    fn matching_ignores_ascii_case_unless_the_route_is_case_sensitive() {
+        let admin = PathMatch::Prefix("/api/admin".into());
+        assert!(admin.matches("/API/Admin/users", false));
+        assert!(!admin.matches("/API/Admin/users", true));
+        assert!(admin.matches("/api/admin", true));
+        assert!(!admin.matches("/api/adminx", false));
+        let exact = PathMatch::Exact("/Login".into());
+        assert!(exact.matches("/login", false));
+        assert!(!exact.matches("/login", true));
+    }
+
+    #[test]
+    fn strip_prefix_removes_whole_segments_in_any_case() {
+        let route = |strip: &str, add: Option<&str>| Route {
+            name: "r".into(),
+            host: None,
+            path: PathMatch::Prefix(strip.into()),
+            methods: None,
+            upstream: 0,
+            auth: AuthMode::None,
+            strip_prefix: Some(strip.into()),
+            add_prefix: add.map(str::to_owned),
+            requirements: Vec::new(),
+            forward_authorization: true,
+            case_sensitive: false,
+            plugins: PluginChain::new(Vec::new()),
+            login: None,
+        };
+        assert_eq!(route("/api", None).upstream_path("/API/users"), "/users");
+        assert_eq!(route("/api", None).upstream_path("/api"), "/");
+        assert_eq!(route("/api/", None).upstream_path("/api/x"), "/x");
+        assert_eq!(
+            route("/api/v1", Some("/v2")).upstream_path("/Api/V1/x"),
+            "/v2/x"
+        );
+        assert_eq!(
+            route("/api", None).upstream_path("/api;jsessionid=1/users;v=2"),
+            "/users;v=2"
+        );
+        assert_eq!(route("/", Some("/svc")).upstream_path("/a"), "/svc/a");
     }
 }

@@ -63,6 +63,9 @@ impl Supervisor {
                     ),
                     _ => {}
                 }
+                for w in &next.warnings {
+                    tracing::warn!("{w}");
+                }
                 self.state.store(Arc::new(next));
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(config = %self.config_path.display(), "configuration reloaded");

@@ -210,3 +210,60 @@ fn bad_durations_and_targets_explain_the_expected_form() {
         "{text}"
     );
 }
+
+#[test]
+fn route_paths_are_read_canonically_with_warnings_and_impossible_ones_are_errors() {
+    // Line 9: `match`, line 13: the second route's `match`.
+    let yaml = format!(
+        "{HEAD}  - name: admin\n    match: {{ path_prefix: \"/api/%61dmin//\" }}\n    upstream: backend\n    auth: none\n  - name: files\n    match: {{ path_prefix: /Files }}\n    upstream: backend\n    auth: none\n    case_sensitive: true\n  - name: lower\n    match: {{ path_prefix: /files }}\n    upstream: billing\n    auth: none\n    case_sensitive: true\n"
+    );
+    let (ok, text, _d) = check(&yaml);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: ") && text.contains("portcullis.yaml:10:27: route `admin`: `path_prefix` `/api/%61dmin//` is read as `/api/admin/`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route `lower` overlaps route `files` (line 13) only by letter case"),
+        "{text}"
+    );
+
+    // Without `case_sensitive`, the second spelling is shadowed: an error.
+    let yaml = format!(
+        "{HEAD}  - name: files\n    match: {{ path_prefix: /Files }}\n    upstream: backend\n    auth: none\n  - name: lower\n    match: {{ path_prefix: /files/x }}\n    upstream: billing\n    auth: none\n"
+    );
+    let (ok, text, _d) = check(&yaml);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("route `lower` can never match: route `files` (line 9) comes first"),
+        "{text}"
+    );
+
+    let yaml = format!(
+        "{HEAD}  - name: bad\n    match: {{ path_prefix: /api/../admin }}\n    upstream: backend\n    auth: none\n"
+    );
+    let (ok, text, _d) = check(&yaml);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "route `bad`: `path_prefix` `/api/../admin` can never match a request: dot segments"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn request_reading_options_and_client_limits_are_checked() {
+    let yaml = format!(
+        "requests:\n  path_params: sometimes\n{HEAD}  - name: a\n    match: {{ path: /a }}\n    upstream: backend\n    auth: none\n"
+    );
+    let (ok, text, _d) = check(&yaml);
+    assert!(!ok, "{text}");
+    assert!(text.contains("sometimes"), "{text}");
+    let yaml = format!(
+        "limits:\n  header_read_timeout: 0s\n{HEAD}  - name: a\n    match: {{ path: /a }}\n    upstream: backend\n    auth: none\n"
+    );
+    let (ok, text, _d) = check(&yaml);
+    assert!(!ok, "{text}");
+    assert!(text.contains("limits.header_read_timeout is 0"), "{text}");
+}

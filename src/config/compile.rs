@@ -16,6 +16,7 @@ use super::raw::{
 };
 use super::units::HumanDuration;
 use super::{ConfigError, Diagnostic};
+use crate::canonical::{EmptySegments, PathParams, PathRules, ReadPolicy};
 use crate::generation::{ClientLimits, Generation, Listeners, LogSettings, TokenSources};
 use crate::headers::HeaderPolicy;
 use crate::jwt::{Key, KeyMaterial, KeySet, Verifier, VerifyPolicy};
@@ -34,9 +35,20 @@ struct Checker<'a> {
     file: &'a Path,
     base_dir: PathBuf,
     problems: Vec<Diagnostic>,
+    /// Not errors: the config loads, but the operator should look.
+    warnings: Vec<Diagnostic>,
 }
 
 impl Checker<'_> {
+    fn warn_at<T>(&mut self, span: &Spanned<T>, message: impl Into<String>) {
+        self.warnings.push(Diagnostic {
+            file: self.file.to_owned(),
+            line: span.referenced.line() as usize,
+            column: span.referenced.column() as usize,
+            message: message.into(),
+        });
+    }
+
     fn at<T>(&mut self, span: &Spanned<T>, message: impl Into<String>) {
         self.problems.push(Diagnostic {
             file: self.file.to_owned(),
@@ -88,6 +100,15 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
         file,
         base_dir,
         problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let read = ReadPolicy {
+        case_sensitive: raw.requests.case_sensitive.unwrap_or(false),
+        path: PathRules {
+            empty_segments: raw.requests.empty_segments.unwrap_or_default(),
+            path_params: raw.requests.path_params.unwrap_or_default(),
+        },
+        underscore_headers: raw.requests.underscore_headers.unwrap_or_default(),
     };
 
     let admin = raw
@@ -139,7 +160,11 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
     for plugin in plugins.values() {
         for name in plugin.allow_headers() {
             if !headers.is_identity(name) {
-                headers.identity.push(name.clone());
+                let folded = crate::canonical::fold_header_name(name.as_str());
+                match HeaderName::from_bytes(folded.as_bytes()) {
+                    Ok(folded) => headers.identity.push(folded),
+                    Err(_) => headers.identity.push(name.clone()),
+                }
             }
         }
     }
@@ -191,6 +216,7 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
             &raw.upstreams,
             &plugins,
             &raw.plugins,
+            &read,
         ) {
             if let Some(login) = &r.login {
                 if raw.sessions.is_none() {
@@ -202,6 +228,17 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
                 route.login = compile_login(&mut ck, &route.name, &login.value).map(Arc::new);
             }
             for (earlier, earlier_span) in routes.iter().zip(&route_spans) {
+                if !shadows(earlier, &route) && overlaps_by_case(earlier, &route) {
+                    ck.warn_at(
+                        &r.matcher,
+                        format!(
+                            "route `{}` overlaps route `{}` (line {}) only by letter case: a backend that ignores case (Express, ASP.NET) reads both as one path, so a request meant for one may get the other's rules; keep `case_sensitive: true` only if the backend distinguishes case",
+                            route.name,
+                            earlier.name,
+                            earlier_span.referenced.line(),
+                        ),
+                    );
+                }
                 if shadows(earlier, &route) {
                     ck.at(
                         &r.matcher,
@@ -249,6 +286,8 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
         max_header_size: raw.limits.max_header_size.map(|b| b.0).unwrap_or(32 * 1024),
         sessions,
         jwks,
+        read,
+        warnings: ck.warnings,
     })
 }
 
@@ -282,7 +321,9 @@ fn compile_client_limits(ck: &mut Checker, limits: &RawLimits) -> ClientLimits {
     );
     let max_connections = match limits.max_connections {
         Some(0) => {
-            ck.general("limits.max_connections is 0: no client could connect; remove it or set e.g. 10000");
+            ck.general(
+                "limits.max_connections is 0: no client could connect; remove it or set e.g. 10000",
+            );
             defaults.max_connections
         }
         Some(n) => n,
@@ -307,7 +348,17 @@ fn shadows(earlier: &Route, later: &Route) -> bool {
         (Some(a), Some(b)) => b.iter().all(|m| a.contains(m)),
         (Some(_), None) => false,
     };
-    host_ok && methods_ok && later.path.covered_by(&earlier.path)
+    // A case-insensitive later route matches spellings a case-sensitive
+    // earlier one does not.
+    let case_ok = !earlier.case_sensitive || later.case_sensitive;
+    host_ok && methods_ok && case_ok && later.path.covered_by(&earlier.path, earlier.case_sensitive)
+}
+
+/// Whether `later` would be shadowed by `earlier` if letter case did not count.
+fn overlaps_by_case(earlier: &Route, later: &Route) -> bool {
+    (earlier.case_sensitive || later.case_sensitive)
+        && (earlier.host.is_none() || earlier.host == later.host)
+        && later.path.covered_by(&earlier.path, false)
 }
 
 fn compile_jwt(ck: &mut Checker, jwt: &RawJwt) -> (Option<Verifier>, TokenSources) {
@@ -465,8 +516,10 @@ fn compile_key(ck: &mut Checker, k: &RawKey) -> Option<Key> {
 
 fn compile_headers(ck: &mut Checker, raw: &RawConfig) -> HeaderPolicy {
     let mut policy = HeaderPolicy::default();
+    // Identity names are kept in folded form (`x_user_id` is `x-user-id`):
+    // requests are compared in that form too.
     let parse = |ck: &mut Checker, s: &Spanned<String>| match HeaderName::from_bytes(
-        s.value.trim().as_bytes(),
+        crate::canonical::fold_header_name(s.value.trim()).as_bytes(),
     ) {
         Ok(h) => Some(h),
         Err(_) => {
@@ -480,7 +533,7 @@ fn compile_headers(ck: &mut Checker, raw: &RawConfig) -> HeaderPolicy {
     if let Some(prefixes) = &raw.headers.identity_prefixes {
         policy.identity_prefixes = prefixes
             .iter()
-            .map(|p| p.value.trim().to_ascii_lowercase())
+            .map(|p| crate::canonical::fold_header_name(p.value.trim()).into_owned())
             .collect();
     }
     if let Some(rid) = &raw.headers.request_id {
@@ -563,12 +616,13 @@ fn compile_route(
     raw_upstreams: &std::collections::BTreeMap<String, Spanned<RawUpstream>>,
     plugins: &HashMap<String, Arc<CompiledPlugin>>,
     raw_plugins: &std::collections::BTreeMap<String, Spanned<RawPlugin>>,
+    read: &ReadPolicy,
 ) -> Option<Route> {
     let name = &r.name.value;
     let m = &r.matcher.value;
     let path = match (&m.path, &m.path_prefix) {
-        (Some(p), None) => PathMatch::Exact(p.value.clone()),
-        (None, Some(p)) => PathMatch::Prefix(p.value.clone()),
+        (Some(p), None) => PathMatch::Exact(canonical_route_path(ck, name, "path", p)?),
+        (None, Some(p)) => PathMatch::Prefix(canonical_route_path(ck, name, "path_prefix", p)?),
         _ => {
             ck.at(
                 &r.matcher,
@@ -579,20 +633,6 @@ fn compile_route(
             return None;
         }
     };
-    let path_span = m
-        .path
-        .as_ref()
-        .or(m.path_prefix.as_ref())
-        .expect("one is set");
-    if !path.as_str().starts_with('/') {
-        ck.at(
-            path_span,
-            format!(
-                "route `{name}`: path `{}` must start with `/`",
-                path.as_str()
-            ),
-        );
-    }
     let host = m.host.as_ref().map(|h| {
         let h = h.value.trim().to_ascii_lowercase();
         h.split(':').next().unwrap_or("").to_owned()
@@ -634,18 +674,19 @@ fn compile_route(
             return None;
         }
     };
-    for (field, value) in [
-        ("strip_prefix", &r.strip_prefix),
-        ("add_prefix", &r.add_prefix),
+    let case_sensitive = r.case_sensitive.unwrap_or(read.case_sensitive);
+    let mut strip_prefix = None;
+    let mut add_prefix = None;
+    for (field, value, slot) in [
+        ("strip_prefix", &r.strip_prefix, &mut strip_prefix),
+        ("add_prefix", &r.add_prefix, &mut add_prefix),
     ] {
         if let Some(p) = value {
-            if !p.value.starts_with('/') {
-                ck.at(p, format!("route `{name}`: `{field}` must start with `/`"));
-            }
+            *slot = canonical_route_path(ck, name, field, p);
         }
     }
-    if let Some(strip) = &r.strip_prefix {
-        if !crate::route::prefix_matches(&strip.value, path.as_str()) {
+    if let (Some(strip), Some(canonical)) = (&r.strip_prefix, &strip_prefix) {
+        if !crate::route::prefix_matches_with(canonical, path.as_str(), case_sensitive) {
             ck.at(
                 strip,
                 format!(
@@ -719,12 +760,57 @@ fn compile_route(
         methods,
         upstream,
         auth,
-        strip_prefix: r.strip_prefix.as_ref().map(|p| p.value.clone()),
-        add_prefix: r.add_prefix.as_ref().map(|p| p.value.clone()),
+        strip_prefix,
+        add_prefix,
         requirements,
         forward_authorization: r.forward_authorization.unwrap_or(true),
+        case_sensitive,
         login: None,
     })
+}
+
+/// A route path in canonical form, read with the request rules that make
+/// the most of it (`//` merged, `;params` kept and then dropped); a path no
+/// request could ever be read as is an error, a rewritten one a warning.
+fn canonical_route_path(
+    ck: &mut Checker,
+    route: &str,
+    field: &str,
+    written: &Spanned<String>,
+) -> Option<String> {
+    let text = &written.value;
+    if !text.starts_with('/') {
+        ck.at(
+            written,
+            format!("route `{route}`: `{field}` `{text}` must start with `/`"),
+        );
+        return None;
+    }
+    let rules = PathRules {
+        empty_segments: EmptySegments::Merge,
+        path_params: PathParams::Keep,
+    };
+    match crate::canonical::canonicalize(text.as_bytes(), rules) {
+        Ok(canonical) => {
+            let matched = canonical.matched().to_owned();
+            if matched != *text {
+                ck.warn_at(
+                    written,
+                    format!(
+                        "route `{route}`: `{field}` `{text}` is read as `{matched}` (requests are matched in canonical form: unreserved %-escapes decoded, `//` merged, `;params` ignored); write it that way"
+                    ),
+                );
+            }
+            Some(matched)
+        }
+        Err(e) => {
+            ck.at(
+                written,
+                format!("route `{route}`: `{field}` `{text}` can never match a request: {e}"),
+            );
+            None
+        }
+    }
 }
 
 /// A JSON pointer as RFC 6901 writes it: empty or starting with `/`.

@@ -7,6 +7,7 @@ use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 
 use super::units::{ByteSize, HumanDuration, ListenAddr};
+pub use crate::canonical::{EmptySegments, PathParams, UnderscoreHeaders};
 
 /// Root of `portcullis.yaml`.
 #[derive(Debug, Deserialize)]
@@ -262,34 +263,6 @@ pub struct RawRequests {
     pub path_params: Option<PathParams>,
     /// Header names with `_`: `drop` (default), `reject` (400) or `allow`.
     pub underscore_headers: Option<UnderscoreHeaders>,
-}
-
-/// What `//` in a path does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EmptySegments {
-    #[default]
-    Merge,
-    Reject,
-}
-
-/// What `;name=value` path parameters do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PathParams {
-    #[default]
-    Reject,
-    Keep,
-}
-
-/// What a header name containing `_` does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UnderscoreHeaders {
-    #[default]
-    Drop,
-    Reject,
-    Allow,
 }
 
 #[derive(Debug, Deserialize)]
