@@ -952,7 +952,7 @@ pub mod scenarios {
         // Logout: `Authorization: Bearer <accessToken>`, no body at all.
         let out = with_bearer(port, "POST", "/api/auth/logout", &refreshed.access);
         let out = expect_ok(&out, 200);
-        assert_eq!(out["message"], "Logged out successfully", "{out}");
+        assert_eq!(out["message"], "Logout successful", "{out}");
 
         // The seed client kept its first refresh token; the rotated one is
         // dead as well: the session ended.
@@ -1542,7 +1542,10 @@ pub mod scenarios {
         );
         let lived = created_no_earlier_than.elapsed();
         let body = expect_error(&expired, 401, "refresh_token_expired");
-        assert_eq!(body["message"], "Refresh token expired. Please login again");
+        assert_eq!(
+            body["message"],
+            "Refresh token has expired. Please login again."
+        );
         assert!(
             lived + Duration::from_millis(50) >= ttl,
             "session ended after {lived:?}, before its {ttl:?} lifetime"
@@ -1673,7 +1676,10 @@ pub mod scenarios {
         ];
         for candidate in &candidates {
             let body = expect_error(&refresh(port, candidate), 401, "invalid_refresh_token");
-            assert_eq!(body["message"], "Invalid refresh token", "{candidate}");
+            assert_eq!(
+                body["message"], "Invalid or expired refresh token",
+                "{candidate}"
+            );
         }
         expect_metric(
             &env.gw,

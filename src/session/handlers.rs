@@ -1,6 +1,7 @@
 //! The session routes the gateway answers itself (`{base}/refresh`,
 //! `/refresh-token`, `/logout`, `/logout-all`, `GET /sessions`,
-//! `DELETE /sessions/{id}`), in the shapes both seed clients understand.
+//! `DELETE /sessions/{id}`), in the shapes both seed clients understand and,
+//! route family by route family, with the `message` its seed sent ([`Seed`]).
 
 use std::time::{Duration, Instant};
 
@@ -10,10 +11,11 @@ use uuid::Uuid;
 
 use super::request::{client_ip, cookie_token, json_object, read_body, set_cookie, string_field};
 use super::service::SessionService;
+use super::settings::Seed;
 use super::store::{NewSession, RefreshOutcome, RevokeReason, Session, StoreError, Timestamp};
 use super::{Endpoint, SessionSettings};
 use crate::generation::Generation;
-use crate::jwt::{mint, MintRequest, VerifiedToken};
+use crate::jwt::{mint, MintRequest, Rejection, VerifiedToken};
 use crate::metrics::Metrics;
 use crate::reply::Reply;
 
@@ -181,7 +183,7 @@ impl AuthApi<'_> {
             return unavailable();
         };
         let result = match endpoint {
-            Endpoint::Refresh => self.refresh(service, session).await,
+            Endpoint::Refresh(seed) => self.refresh(service, session, seed).await,
             Endpoint::Logout => self.logout(service, session).await,
             Endpoint::LogoutAll => self.logout_all(service, session).await,
             Endpoint::Sessions => self.list(service, session).await,
@@ -234,26 +236,35 @@ impl AuthApi<'_> {
             .map_err(rate_limited)
     }
 
-    /// The verified bearer token of a session route (401 otherwise).
+    /// The verified bearer token of a session route (401 otherwise, in the
+    /// words of `seed`'s auth middleware).
     fn bearer(
         &self,
         service: &SessionService,
         session: &ServerSession,
+        seed: Seed,
     ) -> Result<std::sync::Arc<VerifiedToken>, Reply> {
         let token = crate::access::extract_token(&session.req_header().headers, None);
-        match crate::access::check(self.gen, Some(&service.revoked), token) {
-            Ok((verified, _)) if verified.sub.is_some() => Ok(verified),
-            Ok(_) => Err(crate::access::rejection_reply(
-                &crate::jwt::Rejection::MissingClaim("sub".into()),
-            )),
-            Err(rejection) => Err(crate::access::rejection_reply(&rejection)),
+        let rejection = match crate::access::check(self.gen, Some(&service.revoked), token) {
+            Ok((verified, _)) if verified.sub.is_some() => return Ok(verified),
+            Ok(_) => Rejection::MissingClaim("sub".into()),
+            Err(rejection) => rejection,
+        };
+        let mut reply = crate::access::rejection_reply(&rejection);
+        // Seed 003's middleware answers every refused access token alike;
+        // seed 000 does not show its middleware, so its routes keep ours, and
+        // neither seed words a missing token.
+        if seed == Seed::CareFlow && rejection != Rejection::Missing {
+            reply.body["message"] = "Invalid or expired token".into();
         }
+        Err(reply)
     }
 
     async fn refresh(
         &self,
         service: &SessionService,
         session: &mut ServerSession,
+        seed: Seed,
     ) -> Result<Reply, Reply> {
         let count = |result: &str| {
             self.metrics.auth_refresh.with_label_values(&[result]).inc();
@@ -298,7 +309,7 @@ impl AuthApi<'_> {
         }
         let Some(presented) = self.settings.refresh_tokens.check(&token) else {
             count("invalid");
-            return Err(invalid_refresh_token());
+            return Err(invalid_refresh_token(seed));
         };
         let (next_token, next_hash) = self.settings.refresh_tokens.mint();
         let (rotate, grace) = (self.settings.rotation, self.settings.reuse_grace);
@@ -332,23 +343,15 @@ impl AuthApi<'_> {
             }
             RefreshOutcome::Expired => {
                 count("expired");
-                return Err(Reply::error(
-                    401,
-                    "refresh_token_expired",
-                    "Refresh token expired. Please login again",
-                ));
+                return Err(expired_refresh_token(seed));
             }
             RefreshOutcome::Revoked { .. } => {
                 count("revoked");
-                return Err(Reply::error(
-                    401,
-                    "refresh_token_revoked",
-                    "Refresh token has been revoked. Please login again",
-                ));
+                return Err(revoked_refresh_token(seed));
             }
             RefreshOutcome::Unknown => {
                 count("invalid");
-                return Err(invalid_refresh_token());
+                return Err(unknown_refresh_token(seed));
             }
         };
         let (access_token, expires_in) = mint_access(self.gen, self.settings, &stored, now)?;
@@ -386,6 +389,12 @@ impl AuthApi<'_> {
             None => cookie_token(headers, self.settings.cookie.as_ref())?.map(str::to_owned),
         };
         let now = Timestamp::now();
+        // A refresh token (body or cookie) is seed 000's logout, a bearer
+        // access token seed 003's: each answers in its seed's words.
+        let seed = match token {
+            Some(_) => Seed::TokenManagement,
+            None => Seed::CareFlow,
+        };
         let revoked = match token {
             Some(token) => match self.settings.refresh_tokens.check(&token) {
                 // Best effort, like the seeds: an unknown token is still a logout.
@@ -410,7 +419,7 @@ impl AuthApi<'_> {
                         "Refresh token is required (in the body, or an access token in Authorization)",
                     ));
                 }
-                let verified = self.bearer(service, session)?;
+                let verified = self.bearer(service, session, seed)?;
                 match verified.session_id {
                     Some(id) => self.revoke(service, id, now).await?,
                     None => None,
@@ -423,7 +432,11 @@ impl AuthApi<'_> {
                 .with_label_values(&["session"])
                 .inc();
         }
-        Ok(self.with_cleared_cookie(Reply::ok(200, ok("Logged out successfully"))))
+        let message = match seed {
+            Seed::TokenManagement => "Logged out successfully",
+            Seed::CareFlow => "Logout successful",
+        };
+        Ok(self.with_cleared_cookie(Reply::ok(200, ok(message))))
     }
 
     async fn revoke(
@@ -447,7 +460,7 @@ impl AuthApi<'_> {
         service: &SessionService,
         session: &mut ServerSession,
     ) -> Result<Reply, Reply> {
-        let verified = self.bearer(service, session)?;
+        let verified = self.bearer(service, session, Seed::TokenManagement)?;
         let subject = verified.sub.clone().unwrap_or_default();
         let now = Timestamp::now();
         let ids = service
@@ -469,7 +482,7 @@ impl AuthApi<'_> {
         service: &SessionService,
         session: &mut ServerSession,
     ) -> Result<Reply, Reply> {
-        let verified = self.bearer(service, session)?;
+        let verified = self.bearer(service, session, Seed::TokenManagement)?;
         let subject = verified.sub.clone().unwrap_or_default();
         let now = Timestamp::now();
         let sessions = service
@@ -492,7 +505,7 @@ impl AuthApi<'_> {
         session: &mut ServerSession,
         id: &str,
     ) -> Result<Reply, Reply> {
-        let verified = self.bearer(service, session)?;
+        let verified = self.bearer(service, session, Seed::TokenManagement)?;
         let Ok(id) = Uuid::parse_str(id) else {
             return Err(Reply::error(
                 400,
@@ -535,8 +548,48 @@ impl AuthApi<'_> {
     }
 }
 
-fn invalid_refresh_token() -> Reply {
-    Reply::error(401, "invalid_refresh_token", "Invalid refresh token")
+// Refused refresh tokens, in the words of each seed's `refreshAccessToken`.
+// Seed 000 verifies a JWT, then looks its row up (logout deletes it, so a
+// logged-out token is "not found"); seed 003 words only "invalid" and
+// "expired" (its logout clears the stored token, "making it invalid").
+
+/// Not a token of ours: forged, garbled, another secret's.
+fn invalid_refresh_token(seed: Seed) -> Reply {
+    let message = match seed {
+        Seed::TokenManagement => "Invalid or expired refresh token",
+        Seed::CareFlow => "Invalid refresh token",
+    };
+    Reply::error(401, "invalid_refresh_token", message)
+}
+
+/// Ours, but not in the store (never stored, or cleaned up).
+fn unknown_refresh_token(seed: Seed) -> Reply {
+    match seed {
+        Seed::TokenManagement => Reply::error(
+            401,
+            "invalid_refresh_token",
+            "Refresh token not found. Please login again.",
+        ),
+        Seed::CareFlow => invalid_refresh_token(seed),
+    }
+}
+
+/// The session was logged out or revoked.
+fn revoked_refresh_token(seed: Seed) -> Reply {
+    let message = match seed {
+        Seed::TokenManagement => "Refresh token not found. Please login again.",
+        Seed::CareFlow => "Invalid refresh token",
+    };
+    Reply::error(401, "refresh_token_revoked", message)
+}
+
+/// The session is past its lifetime.
+fn expired_refresh_token(seed: Seed) -> Reply {
+    let message = match seed {
+        Seed::TokenManagement => "Refresh token has expired. Please login again.",
+        Seed::CareFlow => "Refresh token expired. Please login again",
+    };
+    Reply::error(401, "refresh_token_expired", message)
 }
 
 /// 429 with `Retry-After` in whole seconds (at least 1).

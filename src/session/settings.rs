@@ -52,11 +52,25 @@ pub struct CookieSettings {
     pub allowed_origins: Vec<String>,
 }
 
+/// Which seed service a route family took over (`shared/seeds/`). Their
+/// clients show the server's `message` to users, so each family answers in
+/// its seed's words; the JSON shapes and `error` codes are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    /// Seed 000, "Token Management - Refresh & Logout": `/refresh`, logout by
+    /// refresh token, `/logout-all`, `/sessions`.
+    TokenManagement,
+    /// Seed 003, the CareFlow EHR API: `/refresh-token` and logout by bearer
+    /// access token.
+    CareFlow,
+}
+
 /// A session route, parsed from the request path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `POST /refresh` and `POST /refresh-token`.
-    Refresh,
+    /// `POST /refresh` (seed 000) and `POST /refresh-token` (seed 003): one
+    /// exchange, answered in the words of the seed whose path was called.
+    Refresh(Seed),
     Logout,
     LogoutAll,
     /// `GET /sessions`.
@@ -88,7 +102,8 @@ impl SessionSettings {
         let rest = path.strip_prefix(self.base_path.as_str())?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         match rest {
-            "/refresh" | "/refresh-token" => Some(Endpoint::Refresh),
+            "/refresh" => Some(Endpoint::Refresh(Seed::TokenManagement)),
+            "/refresh-token" => Some(Endpoint::Refresh(Seed::CareFlow)),
             "/logout" => Some(Endpoint::Logout),
             "/logout-all" => Some(Endpoint::LogoutAll),
             "/sessions" => Some(Endpoint::Sessions),
@@ -146,10 +161,13 @@ mod tests {
     #[test]
     fn session_routes_are_recognised_under_the_base_path_only() {
         let s = settings("/api/auth");
-        assert_eq!(s.endpoint("/api/auth/refresh"), Some(Endpoint::Refresh));
+        assert_eq!(
+            s.endpoint("/api/auth/refresh"),
+            Some(Endpoint::Refresh(Seed::TokenManagement))
+        );
         assert_eq!(
             s.endpoint("/api/auth/refresh-token"),
-            Some(Endpoint::Refresh)
+            Some(Endpoint::Refresh(Seed::CareFlow))
         );
         assert_eq!(s.endpoint("/api/auth/logout"), Some(Endpoint::Logout));
         assert_eq!(
@@ -166,16 +184,22 @@ mod tests {
         assert_eq!(s.endpoint("/api/authx/refresh"), None);
         assert_eq!(s.endpoint("/other/refresh"), None);
         let s = settings("/auth");
-        assert_eq!(s.endpoint("/auth/refresh"), Some(Endpoint::Refresh));
+        assert_eq!(
+            s.endpoint("/auth/refresh"),
+            Some(Endpoint::Refresh(Seed::TokenManagement))
+        );
     }
 
     #[test]
     fn one_trailing_slash_names_the_same_session_route() {
         let s = settings("/api/auth");
-        assert_eq!(s.endpoint("/api/auth/refresh/"), Some(Endpoint::Refresh));
+        assert_eq!(
+            s.endpoint("/api/auth/refresh/"),
+            Some(Endpoint::Refresh(Seed::TokenManagement))
+        );
         assert_eq!(
             s.endpoint("/api/auth/refresh-token/"),
-            Some(Endpoint::Refresh)
+            Some(Endpoint::Refresh(Seed::CareFlow))
         );
         assert_eq!(s.endpoint("/api/auth/logout/"), Some(Endpoint::Logout));
         assert_eq!(
