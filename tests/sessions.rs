@@ -2807,11 +2807,15 @@ pub mod path_scenarios {
         );
         expect_access_revoked(&api(port, &tablet.access));
 
-        // Not session routes: the router's, as before.
+        // Not a session route: the router's, as before.
         let alice = login_ok(port, ALICE, None);
-        for path in ["/api/auth/me/", "/api/auth/sessions//"] {
-            let seen = upstream_saw(&with_bearer(port, "GET", path, &alice.access));
-            assert_eq!(seen["path"], path, "{seen}");
+        let seen = upstream_saw(&with_bearer(port, "GET", "/api/auth/me/", &alice.access));
+        assert_eq!(seen["path"], "/api/auth/me/", "{seen}");
+        // `//` is read as `/` (one reading of the path), and spelling
+        // differences in case too: both are the gateway's session list.
+        for path in ["/api/auth/sessions//", "/API/Auth/Sessions"] {
+            let listed = expect_ok(&with_bearer(port, "GET", path, &alice.access), 200);
+            assert_eq!(listed["data"]["count"], 1, "{path}: {listed}");
         }
     }
 }
