@@ -3,6 +3,7 @@
 //! message`, all of them at once, each saying what to do.
 
 pub mod compile;
+pub mod defaults;
 pub mod interpolate;
 pub mod raw;
 pub mod units;

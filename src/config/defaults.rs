@@ -1,0 +1,277 @@
+//! Every default of the YAML configuration, in one place. The compile step
+//! reads these; [`DOCUMENTED`] lists each key with its default as the
+//! configuration reference (docs/configuration.md) writes it, and a test
+//! checks the two agree.
+
+use std::time::Duration;
+
+/// `listeners.admin`.
+pub const ADMIN_LISTENER: &str = "127.0.0.1:9090";
+/// `listeners.grace_period`.
+pub const GRACE_PERIOD: Duration = Duration::from_secs(5);
+
+/// `log.level`.
+pub const LOG_LEVEL: &str = "info";
+/// `log.access`.
+pub const LOG_ACCESS: bool = true;
+/// `log.spans`.
+pub const LOG_SPANS: bool = false;
+
+/// `jwt.leeway`: clock skew tolerated on `exp` and `nbf`.
+pub const JWT_LEEWAY: Duration = Duration::from_secs(30);
+/// `jwt.max_token_size`.
+pub const JWT_MAX_TOKEN_SIZE: usize = 8 * 1024;
+/// `jwt.cache_entries`.
+pub const JWT_CACHE_ENTRIES: usize = 100_000;
+
+/// `headers.request_id`.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// `limits.max_body_size`.
+pub const MAX_BODY_SIZE: usize = 64 * 1024;
+/// `limits.max_header_size`.
+pub const MAX_HEADER_SIZE: usize = 32 * 1024;
+/// `limits.header_read_timeout`.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// `limits.body_read_timeout`.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// `limits.keepalive_timeout`.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `limits.max_connections`.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// `requests.case_sensitive` (and a route's `case_sensitive` without it).
+pub const CASE_SENSITIVE: bool = false;
+
+/// `upstreams.*.connect_timeout`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// `upstreams.*.read_timeout`.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// `upstreams.*.write_timeout`.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `upstreams.*.health_check.interval`.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// `upstreams.*.health_check.timeout`.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// `upstreams.*.health_check.unhealthy_after`.
+pub const UNHEALTHY_AFTER: u32 = 2;
+/// `upstreams.*.health_check.healthy_after`.
+pub const HEALTHY_AFTER: u32 = 1;
+
+/// `plugins.*.memory_limit`.
+pub const PLUGIN_MEMORY: usize = 16 << 20;
+/// `plugins.*.timeout`.
+pub const PLUGIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Largest claims or request JSON handed to a plugin (not configurable).
+pub const PLUGIN_MAX_INPUT: usize = 64 << 10;
+
+/// `routes[].forward_authorization`.
+pub const FORWARD_AUTHORIZATION: bool = true;
+
+/// `sessions.migrate`.
+pub const SESSIONS_MIGRATE: bool = true;
+/// `sessions.base_path`.
+pub const SESSIONS_BASE_PATH: &str = "/api/auth";
+/// `sessions.access_token_ttl`.
+pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+/// `sessions.refresh_token_ttl`.
+pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `sessions.rotation`.
+pub const ROTATION: bool = true;
+/// `sessions.reuse_grace`.
+pub const REUSE_GRACE: Duration = Duration::from_secs(10);
+/// `sessions.rate_limit.per_ip`.
+pub const RATE_LIMIT_PER_IP: u32 = 60;
+/// `sessions.rate_limit.per_token`.
+pub const RATE_LIMIT_PER_TOKEN: u32 = 10;
+/// `sessions.rate_limit.window`.
+pub const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(60);
+/// `sessions.cookie.name`.
+pub const REFRESH_COOKIE: &str = "portcullis_refresh";
+/// `sessions.cookie.secure`.
+pub const COOKIE_SECURE: bool = true;
+/// `sessions.cookie.csrf_header`.
+pub const CSRF_HEADER: &str = "x-csrf-protection";
+/// `sessions.cleanup_interval`.
+pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(600);
+/// `sessions.revocation_poll_interval`.
+pub const REVOCATION_POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// `sessions.pool.max_connections` for `sqlite:` stores.
+pub const SQLITE_POOL: u32 = crate::session::store::SQLITE_MAX_CONNECTIONS;
+/// `sessions.pool.max_connections` for `postgres://` stores.
+pub const POSTGRES_POOL: u32 = crate::session::store::POSTGRES_MAX_CONNECTIONS;
+
+/// Every configuration key with its default as the reference documents it
+/// (empty: no default, the key is required or off when absent). Keys of
+/// list entries are written `routes[].name`, of maps `upstreams.*.targets`.
+pub const DOCUMENTED: &[(&str, &str)] = &[
+    ("listeners.proxy", ""),
+    ("listeners.admin", "127.0.0.1:9090"),
+    ("listeners.threads", "number of CPUs"),
+    ("listeners.grace_period", "5s"),
+    ("log.format", "pretty"),
+    ("log.level", "info"),
+    ("log.access", "true"),
+    ("log.spans", "false"),
+    ("jwt.issuer", ""),
+    ("jwt.audience", ""),
+    ("jwt.leeway", "30s"),
+    ("jwt.max_token_size", "8KiB"),
+    ("jwt.cookie", ""),
+    ("jwt.cache_entries", "100000"),
+    ("jwt.keys[].kid", ""),
+    ("jwt.keys[].algorithms", ""),
+    ("jwt.keys[].secret", ""),
+    ("jwt.keys[].secret_file", ""),
+    ("jwt.keys[].public_key", ""),
+    ("jwt.keys[].public_key_file", ""),
+    ("jwt.keys[].private_key_file", ""),
+    ("jwt.keys[].sign", "false"),
+    ("headers.identity", "X-User-Id, X-User-Role, …"),
+    ("headers.identity_prefixes", "X-Auth-, X-Portcullis-"),
+    ("headers.request_id", "X-Request-Id"),
+    ("limits.max_body_size", "64KiB"),
+    ("limits.max_header_size", "32KiB"),
+    ("limits.header_read_timeout", "10s"),
+    ("limits.body_read_timeout", "60s"),
+    ("limits.keepalive_timeout", "60s"),
+    ("limits.max_connections", "10000"),
+    ("requests.case_sensitive", "false"),
+    ("requests.empty_segments", "merge"),
+    ("requests.path_params", "reject"),
+    ("requests.underscore_headers", "drop"),
+    ("upstreams.*.targets", ""),
+    ("upstreams.*.connect_timeout", "2s"),
+    ("upstreams.*.read_timeout", "30s"),
+    ("upstreams.*.write_timeout", "30s"),
+    ("upstreams.*.health_check.path", ""),
+    ("upstreams.*.health_check.interval", "5s"),
+    ("upstreams.*.health_check.timeout", "1s"),
+    ("upstreams.*.health_check.unhealthy_after", "2"),
+    ("upstreams.*.health_check.healthy_after", "1"),
+    ("plugins.*.module", ""),
+    ("plugins.*.allow_headers", ""),
+    ("plugins.*.request_headers", ""),
+    ("plugins.*.on_error", "deny"),
+    ("plugins.*.isolation", "reused"),
+    ("plugins.*.memory_limit", "16MiB"),
+    ("plugins.*.timeout", "10ms"),
+    ("plugins.*.config", ""),
+    ("routes[].name", ""),
+    ("routes[].match.host", ""),
+    ("routes[].match.path", ""),
+    ("routes[].match.path_prefix", ""),
+    ("routes[].match.methods", ""),
+    ("routes[].upstream", ""),
+    ("routes[].auth", "required"),
+    ("routes[].require[].claim", ""),
+    ("routes[].require[].in", ""),
+    ("routes[].require[].equals", ""),
+    ("routes[].strip_prefix", ""),
+    ("routes[].add_prefix", ""),
+    ("routes[].forward_authorization", "true"),
+    ("routes[].case_sensitive", "requests.case_sensitive"),
+    ("routes[].plugins", ""),
+    ("routes[].login.subject", ""),
+    ("routes[].login.claims", ""),
+    ("routes[].login.device_info", "the User-Agent"),
+    ("sessions.store", ""),
+    ("sessions.migrate", "true"),
+    ("sessions.base_path", "/api/auth"),
+    ("sessions.access_token_ttl", "15m"),
+    ("sessions.refresh_token_ttl", "7d"),
+    ("sessions.rotation", "true"),
+    ("sessions.reuse_grace", "10s"),
+    ("sessions.refresh_secret", ""),
+    ("sessions.rate_limit.per_ip", "60"),
+    ("sessions.rate_limit.per_token", "10"),
+    ("sessions.rate_limit.window", "1m"),
+    ("sessions.cookie.name", "portcullis_refresh"),
+    ("sessions.cookie.secure", "true"),
+    ("sessions.cookie.csrf_header", "X-CSRF-Protection"),
+    ("sessions.cookie.allowed_origins", ""),
+    ("sessions.admin_token", ""),
+    ("sessions.cleanup_interval", "10m"),
+    ("sessions.revocation_poll_interval", "10s"),
+    ("sessions.pool.max_connections", "1 for sqlite, 8 for postgres"),
+    ("sessions.pool.acquire_timeout", "3s"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::units::{parse_duration, parse_byte_size};
+
+    /// The documented text of each default parses back to the constant the
+    /// compile step uses.
+    #[test]
+    fn documented_defaults_are_the_values_in_force() {
+        let doc = |key: &str| {
+            DOCUMENTED
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| *v)
+                .unwrap_or_else(|| panic!("{key} is not documented"))
+        };
+        for (key, value) in [
+            ("listeners.grace_period", GRACE_PERIOD),
+            ("jwt.leeway", JWT_LEEWAY),
+            ("limits.header_read_timeout", HEADER_READ_TIMEOUT),
+            ("limits.body_read_timeout", BODY_READ_TIMEOUT),
+            ("limits.keepalive_timeout", KEEPALIVE_TIMEOUT),
+            ("upstreams.*.connect_timeout", CONNECT_TIMEOUT),
+            ("upstreams.*.read_timeout", READ_TIMEOUT),
+            ("upstreams.*.write_timeout", WRITE_TIMEOUT),
+            ("upstreams.*.health_check.interval", HEALTH_INTERVAL),
+            ("upstreams.*.health_check.timeout", HEALTH_TIMEOUT),
+            ("plugins.*.timeout", PLUGIN_TIMEOUT),
+            ("sessions.access_token_ttl", ACCESS_TOKEN_TTL),
+            ("sessions.refresh_token_ttl", REFRESH_TOKEN_TTL),
+            ("sessions.reuse_grace", REUSE_GRACE),
+            ("sessions.rate_limit.window", RATE_LIMIT_WINDOW),
+            ("sessions.cleanup_interval", CLEANUP_INTERVAL),
+            ("sessions.revocation_poll_interval", REVOCATION_POLL_INTERVAL),
+        ] {
+            assert_eq!(parse_duration(doc(key)), Ok(value), "{key}");
+        }
+        for (key, value) in [
+            ("jwt.max_token_size", JWT_MAX_TOKEN_SIZE),
+            ("limits.max_body_size", MAX_BODY_SIZE),
+            ("limits.max_header_size", MAX_HEADER_SIZE),
+            ("plugins.*.memory_limit", PLUGIN_MEMORY),
+        ] {
+            assert_eq!(parse_byte_size(doc(key)), Ok(value), "{key}");
+        }
+        for (key, value) in [
+            ("jwt.cache_entries", JWT_CACHE_ENTRIES as u64),
+            ("limits.max_connections", MAX_CONNECTIONS as u64),
+            ("upstreams.*.health_check.unhealthy_after", UNHEALTHY_AFTER.into()),
+            ("upstreams.*.health_check.healthy_after", HEALTHY_AFTER.into()),
+            ("sessions.rate_limit.per_ip", RATE_LIMIT_PER_IP.into()),
+            ("sessions.rate_limit.per_token", RATE_LIMIT_PER_TOKEN.into()),
+        ] {
+            assert_eq!(doc(key).parse::<u64>(), Ok(value), "{key}");
+        }
+        for (key, value) in [
+            ("log.access", LOG_ACCESS),
+            ("log.spans", LOG_SPANS),
+            ("requests.case_sensitive", CASE_SENSITIVE),
+            ("routes[].forward_authorization", FORWARD_AUTHORIZATION),
+            ("sessions.migrate", SESSIONS_MIGRATE),
+            ("sessions.rotation", ROTATION),
+            ("sessions.cookie.secure", COOKIE_SECURE),
+        ] {
+            assert_eq!(doc(key).parse::<bool>(), Ok(value), "{key}");
+        }
+        assert_eq!(doc("listeners.admin"), ADMIN_LISTENER);
+        assert_eq!(doc("log.level"), LOG_LEVEL);
+        assert_eq!(doc("sessions.base_path"), SESSIONS_BASE_PATH);
+        assert_eq!(doc("sessions.cookie.name"), REFRESH_COOKIE);
+        assert!(doc("sessions.cookie.csrf_header").eq_ignore_ascii_case(CSRF_HEADER));
+        assert!(doc("headers.request_id").eq_ignore_ascii_case(REQUEST_ID_HEADER));
+        assert_eq!(
+            doc("sessions.pool.max_connections"),
+            format!("{SQLITE_POOL} for sqlite, {POSTGRES_POOL} for postgres")
+        );
+    }
+}
