@@ -57,7 +57,12 @@ fn setup(alg: Algorithm, cache_entries: usize) -> (Verifier, String) {
     let key = Key::new("k", vec![alg], material, false).unwrap();
     let verifier = Verifier::new(
         KeySet::new(vec![key]),
-        VerifyPolicy::default(),
+        VerifyPolicy {
+            issuer: None,
+            audience: None,
+            leeway: portcullis::config::defaults::JWT_LEEWAY,
+            max_token_size: portcullis::config::defaults::JWT_MAX_TOKEN_SIZE,
+        },
         cache_entries,
     );
     let mut header = Header::new(alg);

@@ -91,7 +91,16 @@ fn revoked_set(size: usize) -> (RevokedSet, Vec<Uuid>) {
 }
 
 fn revoked_check(c: &mut Criterion) {
-    let verifier = Verifier::new(signing_keys(), VerifyPolicy::default(), 1000);
+    let verifier = Verifier::new(
+        signing_keys(),
+        VerifyPolicy {
+            issuer: None,
+            audience: None,
+            leeway: portcullis::config::defaults::JWT_LEEWAY,
+            max_token_size: portcullis::config::defaults::JWT_MAX_TOKEN_SIZE,
+        },
+        1000,
+    );
     let sid = Uuid::new_v4();
     let with_sid = access_token(verifier.keys(), Some(sid));
     let without_sid = access_token(verifier.keys(), None);

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::canonical::ReadPolicy;
-use crate::config::raw::LogFormat;
 use crate::config::Diagnostic;
 use crate::headers::HeaderPolicy;
 use crate::jwt::Verifier;
+pub use crate::logging::LogSettings;
 use crate::route::Router;
 use crate::upstream::Upstream;
 
@@ -36,27 +36,6 @@ pub struct ClientLimits {
     pub keepalive_timeout: Duration,
     /// Client connections open at once; more are closed at accept.
     pub max_connections: usize,
-}
-
-impl Default for ClientLimits {
-    fn default() -> Self {
-        ClientLimits {
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(60),
-            keepalive_timeout: Duration::from_secs(60),
-            max_connections: 10_000,
-        }
-    }
-}
-
-/// Logging settings; fixed for the life of the process.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogSettings {
-    pub format: LogFormat,
-    pub level: String,
-    pub access: bool,
-    /// Emit span-close records (`portcullis::span` target at debug).
-    pub spans: bool,
 }
 
 /// Cookie that may carry the access token.

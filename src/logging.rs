@@ -11,8 +11,26 @@
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::raw::LogFormat;
-use crate::generation::LogSettings;
+use serde::Deserialize;
+
+/// How log events are written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// Logging settings; fixed for the life of the process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+    pub access: bool,
+    /// Emit span-close records (`portcullis::span` target at debug).
+    pub spans: bool,
+}
 
 /// Target of the gateway's spans; filter on it to enable or silence them.
 pub const SPAN_TARGET: &str = "portcullis::span";

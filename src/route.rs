@@ -6,8 +6,20 @@ use std::sync::Arc;
 use http::Method;
 use serde_json::{Map, Value};
 
-pub use crate::config::raw::AuthMode;
 use crate::plugin::PluginChain;
+use serde::Deserialize;
+
+/// Whether a route needs a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// A valid token is needed; missing or invalid answers 401.
+    Required,
+    /// No token passes as anonymous; a token that is sent must be valid.
+    Optional,
+    /// Tokens are not looked at.
+    None,
+}
 
 /// How a route matches the request path. The pattern is canonical
 /// (see [`crate::canonical::path`]) and compared with the request's

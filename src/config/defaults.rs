@@ -193,14 +193,17 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("sessions.admin_token", ""),
     ("sessions.cleanup_interval", "10m"),
     ("sessions.revocation_poll_interval", "10s"),
-    ("sessions.pool.max_connections", "1 for sqlite, 8 for postgres"),
+    (
+        "sessions.pool.max_connections",
+        "1 for sqlite, 8 for postgres",
+    ),
     ("sessions.pool.acquire_timeout", "3s"),
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::units::{parse_duration, parse_byte_size};
+    use crate::config::units::{parse_byte_size, parse_duration};
 
     /// The documented text of each default parses back to the constant the
     /// compile step uses.
@@ -230,7 +233,10 @@ mod tests {
             ("sessions.reuse_grace", REUSE_GRACE),
             ("sessions.rate_limit.window", RATE_LIMIT_WINDOW),
             ("sessions.cleanup_interval", CLEANUP_INTERVAL),
-            ("sessions.revocation_poll_interval", REVOCATION_POLL_INTERVAL),
+            (
+                "sessions.revocation_poll_interval",
+                REVOCATION_POLL_INTERVAL,
+            ),
         ] {
             assert_eq!(parse_duration(doc(key)), Ok(value), "{key}");
         }
@@ -245,8 +251,14 @@ mod tests {
         for (key, value) in [
             ("jwt.cache_entries", JWT_CACHE_ENTRIES as u64),
             ("limits.max_connections", MAX_CONNECTIONS as u64),
-            ("upstreams.*.health_check.unhealthy_after", UNHEALTHY_AFTER.into()),
-            ("upstreams.*.health_check.healthy_after", HEALTHY_AFTER.into()),
+            (
+                "upstreams.*.health_check.unhealthy_after",
+                UNHEALTHY_AFTER.into(),
+            ),
+            (
+                "upstreams.*.health_check.healthy_after",
+                HEALTHY_AFTER.into(),
+            ),
             ("sessions.rate_limit.per_ip", RATE_LIMIT_PER_IP.into()),
             ("sessions.rate_limit.per_token", RATE_LIMIT_PER_TOKEN.into()),
         ] {
@@ -273,5 +285,31 @@ mod tests {
             doc("sessions.pool.max_connections"),
             format!("{SQLITE_POOL} for sqlite, {POSTGRES_POOL} for postgres")
         );
+    }
+
+    /// Library types that keep a `Default` for callers outside the config
+    /// (the plugin tool, the store opened by `portcullis migrate`) agree
+    /// with the configuration's defaults.
+    #[test]
+    fn library_defaults_agree_with_the_configuration() {
+        let plugin = crate::plugin::Limits::default();
+        assert_eq!(plugin.memory_bytes, PLUGIN_MEMORY);
+        assert_eq!(plugin.deadline, PLUGIN_TIMEOUT);
+        assert_eq!(plugin.max_input_bytes, PLUGIN_MAX_INPUT);
+        let pool = crate::session::store::PoolSettings::for_store("sqlite:x.db");
+        assert_eq!(pool.max_connections, SQLITE_POOL);
+        assert_eq!(
+            Some(pool.acquire_timeout),
+            crate::config::units::parse_duration(
+                DOCUMENTED
+                    .iter()
+                    .find(|(k, _)| *k == "sessions.pool.acquire_timeout")
+                    .map(|(_, v)| *v)
+                    .unwrap_or_default()
+            )
+            .ok()
+        );
+        let headers = crate::headers::HeaderPolicy::default();
+        assert_eq!(headers.request_id.as_str(), REQUEST_ID_HEADER);
     }
 }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use super::units::{ByteSize, HumanDuration, ListenAddr};
 pub use crate::canonical::{EmptySegments, PathParams, UnderscoreHeaders};
+pub use crate::logging::LogFormat;
+pub use crate::route::AuthMode;
 
 /// Root of `portcullis.yaml`.
 #[derive(Debug, Deserialize)]
@@ -162,15 +164,6 @@ pub struct RawLog {
     pub spans: Option<bool>,
 }
 
-/// How log events are written.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Pretty,
-    Json,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwt {
@@ -321,18 +314,6 @@ pub struct RawMatch {
     pub path: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
     pub methods: Option<Vec<Spanned<String>>>,
-}
-
-/// Whether a route needs a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// A valid token is needed; missing or invalid answers 401.
-    Required,
-    /// No token passes as anonymous; a token that is sent must be valid.
-    Optional,
-    /// Tokens are not looked at.
-    None,
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,17 +26,6 @@ pub struct VerifyPolicy {
     pub max_token_size: usize,
 }
 
-impl Default for VerifyPolicy {
-    fn default() -> Self {
-        VerifyPolicy {
-            issuer: None,
-            audience: None,
-            leeway: Duration::from_secs(30),
-            max_token_size: 8 * 1024,
-        }
-    }
-}
-
 /// Why a token was refused. `reason()` is the bounded metric label,
 /// `description()` the text sent in `error_description`.
 #[derive(Debug, Clone, PartialEq, Eq)]
