@@ -9,6 +9,7 @@ pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod conn_guard;
 pub mod generation;
 pub mod headers;
 pub mod jwt;
