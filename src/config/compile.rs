@@ -282,7 +282,9 @@ fn compile_client_limits(ck: &mut Checker, limits: &RawLimits) -> ClientLimits {
     );
     let max_connections = match limits.max_connections {
         Some(0) => {
-            ck.general("limits.max_connections is 0: no client could connect; remove it or set e.g. 10000");
+            ck.general(
+                "limits.max_connections is 0: no client could connect; remove it or set e.g. 10000",
+            );
             defaults.max_connections
         }
         Some(n) => n,
