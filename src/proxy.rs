@@ -329,6 +329,8 @@ impl ProxyHttp for Gateway {
     /// Runs first for every request: strips spoofed identity headers, routes,
     /// and authenticates. `Ok(true)` means the gateway already answered.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let has_body = !session.is_body_empty();
+        crate::conn_guard::head_read(session, has_body);
         let gen = self.state.load_full();
         ctx.generation = Some(gen.clone());
         ctx.request_id = crate::headers::request_id(
@@ -500,6 +502,20 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// The client's body is complete: its read deadline ends (`conn_guard`).
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if end_of_stream {
+            crate::conn_guard::body_read(session);
+        }
+        Ok(())
+    }
+
     /// Closes the `upstream` span once the upstream's body is complete.
     fn upstream_response_body_filter(
         &self,
@@ -575,6 +591,7 @@ impl ProxyHttp for Gateway {
     /// Metrics and one access event per request. Logs the path without the
     /// query string, which may carry secrets. Closes the request's spans.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        crate::conn_guard::request_done(session);
         // Still open: the request ended before the upstream's answer did.
         if let Some(e) = e {
             ctx.upstream_span.record("error", e.etype().as_str());
