@@ -20,6 +20,12 @@
 //! downstream side downcasts a stream to its concrete l4 type; the wrapper
 //! forwards every `IO` supertrait method, including the defaulted ones
 //! (socket digest for the client address, ALPN/SSL for TLS).
+//!
+//! Not covered here: a TLS handshake runs before pingora hands the stream to
+//! the app (`Service::run_endpoint`, under pingora's own 60 s timeout), so
+//! with TLS the cap counts and the head clock starts after the handshake.
+//! HTTP/2 connections (ALPN `h2`) are counted but not given deadlines: their
+//! requests are multiplexed, and the hooks cannot reach the stream.
 
 use std::fmt;
 use std::future::Future;
