@@ -10,6 +10,7 @@ pub mod admin;
 pub mod canonical;
 pub mod cli;
 pub mod config;
+pub mod conn_guard;
 pub mod generation;
 pub mod headers;
 pub mod jwt;

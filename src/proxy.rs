@@ -427,6 +427,8 @@ impl ProxyHttp for Gateway {
     /// Runs first for every request: strips spoofed identity headers, routes,
     /// and authenticates. `Ok(true)` means the gateway already answered.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let has_body = !session.is_body_empty();
+        crate::conn_guard::head_read(session, has_body);
         let gen = self.state.load_full();
         ctx.generation = Some(gen.clone());
         ctx.request_id = crate::headers::request_id(
@@ -604,6 +606,20 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// The client's body is complete: its read deadline ends (`conn_guard`).
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if end_of_stream {
+            crate::conn_guard::body_read(session);
+        }
+        Ok(())
+    }
+
     /// Closes the `upstream` span once the upstream's body is complete.
     fn upstream_response_body_filter(
         &self,
@@ -629,6 +645,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// A client too slow with its body is counted and answered, not an
+    /// error of the gateway worth a log line.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        crate::conn_guard::read_deadline(e).is_some()
+    }
+
     /// Turns proxy failures into JSON: 502 unreachable, 503 no healthy
     /// target, 504 upstream timeout.
     async fn fail_to_proxy(
@@ -637,7 +659,16 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        let body_timeout = crate::conn_guard::read_deadline(e)
+            == Some(crate::conn_guard::CloseReason::BodyTimeout);
         let (status, code, message) = match e.etype() {
+            // The client's body did not arrive in time: its fault, not the
+            // upstream's (answered only while nothing has been sent yet).
+            _ if body_timeout => (
+                408,
+                "request_timeout",
+                "The request body was not received in time",
+            ),
             ErrorType::HTTPStatus(503) => (
                 503,
                 "upstream_unavailable",
@@ -662,6 +693,12 @@ impl ProxyHttp for Gateway {
                 _ => (500, "internal_error", "Internal gateway error"),
             },
         };
+        // Once the answer has started, nothing more may be written.
+        let status = if session.response_written().is_some() {
+            0
+        } else {
+            status
+        };
         if status > 0 {
             if ctx.request_id.is_empty() {
                 ctx.request_id = crate::headers::request_id(None);
@@ -679,6 +716,7 @@ impl ProxyHttp for Gateway {
     /// Metrics and one access event per request. Logs the path without the
     /// query string, which may carry secrets. Closes the request's spans.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        crate::conn_guard::request_done(session);
         // Still open: the request ended before the upstream's answer did.
         if let Some(e) = e {
             ctx.upstream_span.record("error", e.etype().as_str());

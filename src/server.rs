@@ -14,6 +14,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config;
+use crate::conn_guard::{ClientGuard, GuardedApp};
 use crate::generation::Generation;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
@@ -168,10 +169,13 @@ pub fn run(config_path: PathBuf, first: Generation) -> ! {
     server.bootstrap();
 
     let gateway = Gateway::new(state.clone(), metrics.clone(), sessions.clone());
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "portcullis proxy",
+    // Slow and broken clients: whole-phase read deadlines and a connection cap
+    // around pingora's proxy app (see `conn_guard`).
+    let client_guard = Arc::new(ClientGuard::new(listeners.client.clone(), &metrics));
+    let proxy_app = Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway));
+    let mut proxy = Service::new(
+        "portcullis proxy".to_owned(),
+        GuardedApp::new(proxy_app, client_guard),
     );
     proxy.add_listener(
         ListenerConfig::tcp(listeners.proxy.to_string()).l4_buffer(client_connection_buffers()),
