@@ -70,9 +70,8 @@ fn link_targets(text: &str) -> Vec<(usize, String)> {
             continue;
         }
         let line = without_code_spans(line);
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('[') {
-            if let Some((label, rest)) = trimmed[1..].split_once("]:") {
+        if let Some(definition) = line.trim_start().strip_prefix('[') {
+            if let Some((label, rest)) = definition.split_once("]:") {
                 if !label.is_empty() && !label.contains(']') {
                     if let Some(target) = rest.split_whitespace().next() {
                         targets.push((number, unbracket(target).to_owned()));
