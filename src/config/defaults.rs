@@ -193,14 +193,17 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("sessions.admin_token", ""),
     ("sessions.cleanup_interval", "10m"),
     ("sessions.revocation_poll_interval", "10s"),
-    ("sessions.pool.max_connections", "1 for sqlite, 8 for postgres"),
+    (
+        "sessions.pool.max_connections",
+        "1 for sqlite, 8 for postgres",
+    ),
     ("sessions.pool.acquire_timeout", "3s"),
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::units::{parse_duration, parse_byte_size};
+    use crate::config::units::{parse_byte_size, parse_duration};
 
     /// The documented text of each default parses back to the constant the
     /// compile step uses.
@@ -230,7 +233,10 @@ mod tests {
             ("sessions.reuse_grace", REUSE_GRACE),
             ("sessions.rate_limit.window", RATE_LIMIT_WINDOW),
             ("sessions.cleanup_interval", CLEANUP_INTERVAL),
-            ("sessions.revocation_poll_interval", REVOCATION_POLL_INTERVAL),
+            (
+                "sessions.revocation_poll_interval",
+                REVOCATION_POLL_INTERVAL,
+            ),
         ] {
             assert_eq!(parse_duration(doc(key)), Ok(value), "{key}");
         }
@@ -245,8 +251,14 @@ mod tests {
         for (key, value) in [
             ("jwt.cache_entries", JWT_CACHE_ENTRIES as u64),
             ("limits.max_connections", MAX_CONNECTIONS as u64),
-            ("upstreams.*.health_check.unhealthy_after", UNHEALTHY_AFTER.into()),
-            ("upstreams.*.health_check.healthy_after", HEALTHY_AFTER.into()),
+            (
+                "upstreams.*.health_check.unhealthy_after",
+                UNHEALTHY_AFTER.into(),
+            ),
+            (
+                "upstreams.*.health_check.healthy_after",
+                HEALTHY_AFTER.into(),
+            ),
             ("sessions.rate_limit.per_ip", RATE_LIMIT_PER_IP.into()),
             ("sessions.rate_limit.per_token", RATE_LIMIT_PER_TOKEN.into()),
         ] {
