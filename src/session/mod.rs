@@ -4,6 +4,7 @@
 
 pub mod admin_api;
 pub mod handlers;
+pub mod intercept;
 pub mod login;
 pub mod ratelimit;
 pub mod refresh_token;

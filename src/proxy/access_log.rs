@@ -1,0 +1,74 @@
+//! The end of a request: metrics and one access event. The path is logged
+//! without the query string, which may carry secrets.
+
+use pingora::proxy::Session;
+use pingora::Error;
+use tracing::Span;
+
+use super::{AuthOutcome, RequestCtx};
+use crate::metrics::Metrics;
+
+/// Counts the request and writes its access event; closes its spans.
+pub(super) fn record(
+    metrics: &Metrics,
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &mut RequestCtx,
+) {
+    // Still open: the request ended before the upstream's answer did.
+    if let Some(e) = e {
+        ctx.upstream_span.record("error", e.etype().as_str());
+    }
+    ctx.close_upstream_span();
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .unwrap_or(0);
+    let route = ctx.route_name().to_owned();
+    let elapsed = ctx.started.elapsed();
+    let status_text = status.to_string();
+    metrics
+        .requests
+        .with_label_values(&[&route, &status_text])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[&route])
+        .observe(elapsed.as_secs_f64());
+    let log_access = ctx
+        .generation
+        .as_ref()
+        .map(|g| g.log.access)
+        .unwrap_or(true);
+    if log_access {
+        let req = session.req_header();
+        let reason = match ctx.auth {
+            AuthOutcome::Rejected(r) => r,
+            _ => "",
+        };
+        ctx.span.in_scope(|| {
+            tracing::info!(
+                target: "portcullis::access",
+                request_id = %ctx.request_id,
+                method = %req.method,
+                path = %req.uri.path(),
+                raw_path = ctx.raw_path.as_deref().map(strip_query).unwrap_or(""),
+                route = %route,
+                status,
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                auth = ctx.auth.as_str(),
+                reason,
+                upstream_target = ctx.target.as_deref().unwrap_or(""),
+                error = e.map(|e| e.etype().as_str()).unwrap_or(""),
+                "request"
+            );
+        });
+    }
+    // The `request` span closes now, after the access event it parents.
+    ctx.span = Span::none();
+}
+
+/// A logged request target without its query string, which may carry secrets.
+fn strip_query(target: &str) -> &str {
+    target.split_once('?').map_or(target, |(path, _)| path)
+}

@@ -1,0 +1,95 @@
+//! The authentication step: token, verification, revoked sessions, the
+//! route's claim requirements.
+
+use pingora::http::RequestHeader;
+use tracing::field::Empty;
+
+use super::{AuthOutcome, Gateway, RequestCtx};
+use crate::access::{extract_token, rejection_reply};
+use crate::generation::Generation;
+use crate::logging::SPAN_TARGET;
+use crate::reply::Reply;
+use crate::route::AuthMode;
+
+impl Gateway {
+    /// Auth step of `request_filter`: `Err(reply)` when the request must stop here.
+    pub(super) fn authenticate(
+        &self,
+        gen: &Generation,
+        route_idx: usize,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Reply> {
+        let Some(route) = gen.router.get(route_idx) else {
+            return Ok(());
+        };
+        if route.auth == AuthMode::None {
+            return Ok(());
+        }
+        let token = extract_token(&req.headers, gen.token_sources.cookie.as_deref());
+        if token.is_none() && route.auth == AuthMode::Optional {
+            ctx.auth = AuthOutcome::Anonymous;
+            return Ok(());
+        }
+        let revoked = self.sessions.as_ref().map(|s| &*s.revoked);
+        let _request = ctx.span.enter();
+        let verdict = {
+            // Result fields only: never the token or its claims.
+            let span = tracing::debug_span!(
+                target: SPAN_TARGET,
+                parent: &ctx.span,
+                "jwt_verify",
+                result = Empty,
+                reason = Empty,
+                cached = Empty,
+            );
+            let _entered = span.enter();
+            let verdict = crate::access::check(gen, revoked, token);
+            match &verdict {
+                Ok((_, cached)) => {
+                    span.record("result", "ok");
+                    span.record("cached", *cached);
+                }
+                Err(rejection) => {
+                    span.record("result", "fail");
+                    span.record("reason", rejection.reason());
+                }
+            }
+            verdict
+        };
+        let labels = |result: &str, reason: &str| {
+            self.metrics
+                .jwt_validations
+                .with_label_values(&[&route.name, result, reason])
+                .inc();
+        };
+        match verdict {
+            Ok((verified, cached)) => {
+                labels("ok", if cached { "cached" } else { "verified" });
+                if let Some(failed) = route
+                    .requirements
+                    .iter()
+                    .find(|r| !r.holds(&verified.claims))
+                {
+                    ctx.auth = AuthOutcome::Forbidden;
+                    return Err(Reply::error(
+                        403,
+                        "insufficient_claims",
+                        format!(
+                            "Access denied: claim `{}` does not meet this route's requirement",
+                            failed.claim_text
+                        ),
+                    ));
+                }
+                ctx.auth = AuthOutcome::Verified;
+                ctx.identity = Some(verified);
+                Ok(())
+            }
+            Err(rejection) => {
+                labels("fail", rejection.reason());
+                ctx.auth = AuthOutcome::Rejected(rejection.reason());
+                Err(rejection_reply(&rejection))
+            }
+        }
+    }
+}

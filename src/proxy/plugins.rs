@@ -1,0 +1,100 @@
+//! The plugin step: the route's Wasm chain, its header changes or its deny.
+
+use pingora::http::RequestHeader;
+use tracing::field::Empty;
+
+use super::{AuthOutcome, Gateway, RequestCtx};
+use crate::generation::Generation;
+use crate::logging::SPAN_TARGET;
+use crate::plugin::{InvocationResult, Outcome, RequestMeta};
+use crate::reply::Reply;
+
+impl Gateway {
+    /// Plugin step of `request_filter`: runs the route's chain, keeps its
+    /// header changes in `ctx`, or answers the deny / failure.
+    pub(super) fn run_plugins(
+        &self,
+        gen: &Generation,
+        route_idx: usize,
+        req: &RequestHeader,
+        host: Option<&str>,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Reply> {
+        let Some(route) = gen.router.get(route_idx) else {
+            return Ok(());
+        };
+        if route.plugins.is_empty() {
+            return Ok(());
+        }
+        let claims: &[u8] = ctx
+            .identity
+            .as_ref()
+            .map(|v| v.claims_json.as_slice())
+            .unwrap_or(b"{}");
+        let meta = RequestMeta {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query().unwrap_or(""),
+            host: host.unwrap_or(""),
+            headers: &req.headers,
+        };
+        let _request = ctx.span.enter();
+        let span = tracing::debug_span!(
+            target: SPAN_TARGET,
+            parent: &ctx.span,
+            "plugin_chain",
+            plugins = route.plugins.plugins().len(),
+            outcome = Empty,
+        );
+        // Entered for the whole (synchronous) step: each plugin's own span
+        // and any plugin warning nest under it.
+        let _entered = span.enter();
+        let result = route.plugins.run(claims, &meta);
+        span.record(
+            "outcome",
+            match result.outcome {
+                Outcome::Continue(_) => "continue",
+                Outcome::Deny { .. } => "deny",
+                Outcome::Failed { .. } => "failed",
+            },
+        );
+        for inv in &result.invocations {
+            self.metrics
+                .plugin_invocations
+                .with_label_values(&[&*inv.plugin, inv.result.as_str()])
+                .inc();
+            self.metrics
+                .plugin_duration
+                .with_label_values(&[&*inv.plugin])
+                .observe(inv.duration.as_secs_f64());
+        }
+        match result.outcome {
+            Outcome::Continue(changes) => {
+                ctx.header_changes = changes;
+                Ok(())
+            }
+            Outcome::Deny {
+                status,
+                message,
+                plugin,
+            } => {
+                tracing::debug!(plugin = %plugin, status, "request denied by plugin");
+                ctx.auth = AuthOutcome::Forbidden;
+                Err(Reply::error(status, "denied_by_policy", message))
+            }
+            Outcome::Failed { plugin, error, .. } => {
+                tracing::warn!(plugin = %plugin, error = %error, "plugin failed; request refused (on_error: deny)");
+                let status = if error.invocation_result() == InvocationResult::Timeout {
+                    503
+                } else {
+                    500
+                };
+                Err(Reply::error(
+                    status,
+                    "policy_error",
+                    "The request could not be authorized by policy",
+                ))
+            }
+        }
+    }
+}
