@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::verify::VerifiedToken;
+use super::token::VerifiedToken;
 
 const SHARDS: usize = 16;
 

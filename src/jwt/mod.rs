@@ -11,6 +11,7 @@ mod cache;
 pub mod jwks;
 mod keys;
 mod mint;
+mod token;
 mod verify;
 
 pub use cache::TokenCache;
@@ -19,4 +20,5 @@ pub use keys::{
     algorithm_name, parse_algorithm as parse_algorithm_name, Key, KeyError, KeyMaterial, KeySet,
 };
 pub use mint::{mint, MintError, MintRequest, RESERVED_CLAIMS};
-pub use verify::{Rejection, VerifiedToken, Verifier, VerifyPolicy};
+pub use token::VerifiedToken;
+pub use verify::{Rejection, Verifier, VerifyPolicy};

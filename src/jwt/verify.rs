@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::cache::TokenCache;
 use super::keys::{algorithm_name, parse_algorithm, KeyError, KeySet};
+use super::token::VerifiedToken;
 
 /// Claim checks shared by every key of a generation.
 #[derive(Debug, Clone)]
@@ -80,20 +81,6 @@ impl Rejection {
             Rejection::Revoked => "session has been revoked".into(),
         }
     }
-}
-
-/// A token that passed every check. Shared through the cache.
-#[derive(Debug)]
-pub struct VerifiedToken {
-    pub claims: Map<String, Value>,
-    /// The claims as JSON, serialized once, handed to plugins.
-    pub claims_json: Vec<u8>,
-    pub sub: Option<String>,
-    pub sid: Option<String>,
-    /// `sid` parsed as a session id (checked against the revoked set).
-    pub session_id: Option<uuid::Uuid>,
-    /// `exp` as Unix seconds.
-    pub exp: u64,
 }
 
 #[derive(Deserialize)]

@@ -9,20 +9,16 @@
 //! only when the call left it sound.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use super::compiled::{Live, Shared};
-
-/// How many compiled plugins have been dropped, ever.
-static DROPPED: AtomicU64 = AtomicU64::new(0);
+use super::instance::{plugins_dropped, Live, Shared};
 
 thread_local! {
     static CACHE: RefCell<Cache> = const { RefCell::new(Cache { seen_dropped: 0, slots: Vec::new() }) };
 }
 
 struct Cache {
-    /// `DROPPED` when this thread last swept.
+    /// [`plugins_dropped`] when this thread last swept.
     seen_dropped: u64,
     slots: Vec<Slot>,
 }
@@ -35,17 +31,12 @@ struct Slot {
 
 impl Cache {
     fn sweep_if_needed(&mut self) {
-        let dropped = DROPPED.load(Ordering::Acquire);
+        let dropped = plugins_dropped();
         if dropped != self.seen_dropped {
             self.seen_dropped = dropped;
             self.slots.retain(|slot| slot.owner.strong_count() > 0);
         }
     }
-}
-
-/// Records that a plugin was dropped, so threads sweep their caches.
-pub(crate) fn plugin_dropped() {
-    DROPPED.fetch_add(1, Ordering::Release);
 }
 
 /// This thread's instance of `plugin`, if it has one (removed from the cache

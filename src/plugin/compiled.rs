@@ -5,12 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::HeaderName;
-use wasmtime::{
-    ExternType, FuncType, InstancePre, Module, ModuleExport, Store, Trap, TypedFunc, ValType,
-};
+use wasmtime::{ExternType, FuncType, Module, ModuleExport, Store, Trap, ValType};
 
 use super::abi::{self, GuestFault, HostState, LogLevel, LogLine, Policy};
 use super::host::HostInner;
+use super::instance::{AbiExports, Live, Shared};
 use super::{
     cache, check_header_lists, HeaderChange, Isolation, Limits, OnError, PluginError, PluginHost,
     PluginSpec, ABI_VERSION,
@@ -38,44 +37,6 @@ impl std::fmt::Debug for CompiledPlugin {
             .field("limits", &s.limits)
             .finish_non_exhaustive()
     }
-}
-
-pub(crate) struct Shared {
-    /// Key of this plugin's instances in each thread's cache.
-    pub(crate) id: u64,
-    pub(crate) name: Arc<str>,
-    /// Keeps the engine and its epoch ticker alive while the plugin is.
-    host: Arc<HostInner>,
-    pre: InstancePre<HostState>,
-    exports: AbiExports,
-    config_json: Vec<u8>,
-    policy: Arc<Policy>,
-    pub(crate) request_headers: Vec<HeaderName>,
-    pub(crate) on_error: OnError,
-    pub(crate) isolation: Isolation,
-    pub(crate) limits: Limits,
-    deadline_ticks: u64,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        cache::plugin_dropped();
-    }
-}
-
-struct AbiExports {
-    memory: ModuleExport,
-    abi_version: ModuleExport,
-    alloc: ModuleExport,
-    init: ModuleExport,
-    on_request: ModuleExport,
-}
-
-/// A started instance: `init` has run successfully.
-pub(crate) struct Live {
-    store: Store<HostState>,
-    alloc: TypedFunc<i32, i32>,
-    on_request: TypedFunc<(i32, i32, i32, i32), i32>,
 }
 
 /// The result of one `on_request` invocation.

@@ -97,6 +97,7 @@ mod compiled;
 mod error;
 mod headers;
 mod host;
+mod instance;
 mod request;
 #[cfg(test)]
 mod tests;

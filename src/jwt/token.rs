@@ -1,0 +1,18 @@
+//! The result of a successful verification, shared by the verifier and
+//! its cache (in its own file so neither depends on the other for it).
+
+use serde_json::{Map, Value};
+
+/// A token that passed every check. Shared through the cache.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub claims: Map<String, Value>,
+    /// The claims as JSON, serialized once, handed to plugins.
+    pub claims_json: Vec<u8>,
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    /// `sid` parsed as a session id (checked against the revoked set).
+    pub session_id: Option<uuid::Uuid>,
+    /// `exp` as Unix seconds.
+    pub exp: u64,
+}
