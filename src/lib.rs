@@ -2,7 +2,7 @@
 //!
 //! It validates access JWTs inline on every upstream request and answers
 //! 401/403 itself, strips spoofed identity headers, and forwards verified
-//! identity to unchanged backends. See `DESIGN.md` for the architecture; the
+//! identity to unchanged backends. See docs/architecture.md for the architecture; the
 //! request path lives in [`proxy`], configuration in [`config`].
 
 pub mod access;
