@@ -1,6 +1,7 @@
 //! The admin listener (default 127.0.0.1:9090): `/healthz`, `/readyz`,
-//! `/metrics`, and the admin session API (`/admin/sessions`). Kept off the
-//! proxy port so it is never exposed by accident.
+//! `/metrics`, `/openapi.json`, and the admin session API
+//! (`/admin/sessions`). Kept off the proxy port so it is never exposed by
+//! accident.
 
 use std::sync::Arc;
 
@@ -21,6 +22,10 @@ pub struct AdminApp {
     pub metrics: Arc<Metrics>,
     pub sessions: Option<Arc<SessionService>>,
 }
+
+/// The API contract (`docs/openapi.json`), built in so the document served is
+/// the one this binary was built with.
+const OPENAPI_DOCUMENT: &str = include_str!("../docs/openapi.json");
 
 fn from_reply(reply: Reply) -> Response<Vec<u8>> {
     let body = serde_json::to_vec(&reply.body).unwrap_or_default();
@@ -91,6 +96,7 @@ impl ServeHttp for AdminApp {
                 json(if ready { 200 } else { 503 }, body)
             }
             "/metrics" => respond(200, "text/plain; version=0.0.4", self.metrics.render()),
+            "/openapi.json" => respond(200, "application/json", OPENAPI_DOCUMENT.into()),
             _ => json(
                 404,
                 serde_json::json!({"success": false, "message": "unknown admin path", "error": "not_found"}),
