@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::canonical::ReadPolicy;
-use crate::config::Diagnostic;
 use crate::headers::HeaderPolicy;
 use crate::jwt::Verifier;
 pub use crate::logging::LogSettings;
@@ -64,5 +63,5 @@ pub struct Generation {
     /// How requests are read: canonical paths, header folding.
     pub read: ReadPolicy,
     /// What `portcullis check` warns about; logged at start and on reload.
-    pub warnings: Vec<Diagnostic>,
+    pub warnings: Vec<String>,
 }

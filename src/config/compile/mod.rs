@@ -295,6 +295,6 @@ pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
         sessions,
         jwks,
         read,
-        warnings: ck.warnings,
+        warnings: ck.warnings.iter().map(ToString::to_string).collect(),
     })
 }
