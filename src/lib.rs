@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod cli;
 pub mod config;
 pub mod conn_guard;
+pub mod error;
 pub mod generation;
 pub mod headers;
 pub mod jwt;
