@@ -1,14 +1,15 @@
 //! Access-token checks shared by proxied routes and the session routes:
-//! where the token is read from, verification plus the revoked-session check,
-//! and the 401 answer for each rejection.
+//! where the token is read from, and verification plus the revoked-session
+//! check. A [`Rejection`] is answered as [`GatewayError::AccessToken`].
 
 use std::sync::Arc;
 
 use http::HeaderMap;
 
+use crate::error::GatewayError;
 use crate::generation::Generation;
 use crate::jwt::{Rejection, VerifiedToken};
-use crate::reply::{bearer_challenge, Reply};
+use crate::reply::Reply;
 use crate::session::revoked::RevokedSet;
 
 /// Token from `Authorization: Bearer <t>` (scheme case-insensitive) or the cookie.
@@ -58,23 +59,9 @@ pub fn check(
 }
 
 /// The 401 for a refused access token, with its RFC 6750 challenge.
+///
+/// Kept for `proxy.rs` until it answers with [`GatewayError`] itself
+/// (`GatewayError::from(rejection)`).
 pub fn rejection_reply(rejection: &Rejection) -> Reply {
-    let description = rejection.description();
-    let (code, challenge) = match rejection {
-        Rejection::Missing => ("missing_token", bearer_challenge(None)),
-        Rejection::Expired => (
-            "token_expired",
-            bearer_challenge(Some(("invalid_token", &description))),
-        ),
-        _ => (
-            "invalid_token",
-            bearer_challenge(Some(("invalid_token", &description))),
-        ),
-    };
-    let message = match rejection {
-        Rejection::Missing => "Access token is required".to_owned(),
-        Rejection::Expired => "Invalid or expired token".to_owned(),
-        _ => format!("Invalid token: {description}"),
-    };
-    Reply::error(401, code, message).with_header("www-authenticate", challenge)
+    GatewayError::from(rejection.clone()).into_reply()
 }
