@@ -10,6 +10,7 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::error::GatewayError;
 use crate::generation::Generation;
 use crate::metrics::Metrics;
 use crate::reply::Reply;
@@ -91,10 +92,7 @@ impl ServeHttp for AdminApp {
                 json(if ready { 200 } else { 503 }, body)
             }
             "/metrics" => respond(200, "text/plain; version=0.0.4", self.metrics.render()),
-            _ => json(
-                404,
-                serde_json::json!({"success": false, "message": "unknown admin path", "error": "not_found"}),
-            ),
+            _ => from_reply(GatewayError::AdminPathUnknown.into_reply()),
         }
     }
 }
