@@ -1,15 +1,13 @@
 //! Access-token checks shared by proxied routes and the session routes:
-//! where the token is read from, verification plus the revoked-session check,
-//! and the 401 answer for each rejection.
+//! where the token is read from, and verification plus the revoked-session
+//! check. A [`Rejection`] is answered as [`GatewayError::AccessToken`].
 
 use std::sync::Arc;
 
 use http::HeaderMap;
 
-use crate::generation::Generation;
-use crate::jwt::{Rejection, VerifiedToken};
-use crate::reply::{bearer_challenge, Reply};
-use crate::session::revoked::RevokedSet;
+use crate::jwt::{Rejection, VerifiedToken, Verifier};
+use crate::revoked::RevokedSet;
 
 /// Token from `Authorization: Bearer <t>` (scheme case-insensitive) or the cookie.
 pub fn extract_token<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Option<&'a str> {
@@ -41,13 +39,13 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Verifies `token` with the generation's keys and refuses tokens of revoked
 /// sessions. The boolean says whether the verification came from the cache.
 pub fn check(
-    gen: &Generation,
+    verifier: Option<&Verifier>,
     revoked: Option<&RevokedSet>,
     token: Option<&str>,
 ) -> Result<(Arc<VerifiedToken>, bool), Rejection> {
     let token = token.ok_or(Rejection::Missing)?;
     // compile() refuses token routes without keys; keep failing closed.
-    let verifier = gen.verifier.as_ref().ok_or(Rejection::UnknownKid)?;
+    let verifier = verifier.ok_or(Rejection::UnknownKid)?;
     let (verified, cached) = verifier.verify(token)?;
     if let (Some(set), Some(sid)) = (revoked, verified.session_id.as_ref()) {
         if set.contains(sid) {
@@ -55,26 +53,4 @@ pub fn check(
         }
     }
     Ok((verified, cached))
-}
-
-/// The 401 for a refused access token, with its RFC 6750 challenge.
-pub fn rejection_reply(rejection: &Rejection) -> Reply {
-    let description = rejection.description();
-    let (code, challenge) = match rejection {
-        Rejection::Missing => ("missing_token", bearer_challenge(None)),
-        Rejection::Expired => (
-            "token_expired",
-            bearer_challenge(Some(("invalid_token", &description))),
-        ),
-        _ => (
-            "invalid_token",
-            bearer_challenge(Some(("invalid_token", &description))),
-        ),
-    };
-    let message = match rejection {
-        Rejection::Missing => "Access token is required".to_owned(),
-        Rejection::Expired => "Invalid or expired token".to_owned(),
-        _ => format!("Invalid token: {description}"),
-    };
-    Reply::error(401, code, message).with_header("www-authenticate", challenge)
 }

@@ -11,6 +11,7 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::error::GatewayError;
 use crate::generation::Generation;
 use crate::metrics::Metrics;
 use crate::reply::Reply;
@@ -66,8 +67,15 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_owned();
         if path == admin_api::PREFIX || path.starts_with("/admin/sessions/") {
             let gen = self.state.load_full();
-            let reply =
-                admin_api::handle(&gen, self.sessions.as_deref(), &self.metrics, session).await;
+            let reply = admin_api::handle(
+                gen.sessions.as_deref(),
+                gen.verifier.as_ref(),
+                gen.max_body_size,
+                self.sessions.as_deref(),
+                &self.metrics,
+                session,
+            )
+            .await;
             return from_reply(reply);
         }
         match path.as_str() {
@@ -97,10 +105,7 @@ impl ServeHttp for AdminApp {
             }
             "/metrics" => respond(200, "text/plain; version=0.0.4", self.metrics.render()),
             "/openapi.json" => respond(200, "application/json", OPENAPI_DOCUMENT.into()),
-            _ => json(
-                404,
-                serde_json::json!({"success": false, "message": "unknown admin path", "error": "not_found"}),
-            ),
+            _ => from_reply(GatewayError::AdminPathUnknown.into_reply()),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Answers the gateway writes itself: always JSON, always `no-store`, in the
 //! shape both seed clients understand: `{"success":false,"message":…,"error":…}`.
+//! Refusals are built from [`crate::error::GatewayError`]; this module only
+//! writes them.
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -17,7 +19,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// `{"success":false,"message":…,"error":…}` with `status`.
+    /// `{"success":false,"message":…,"error":…}` with `status`. Refusals go
+    /// through [`crate::error::GatewayError::into_reply`], which calls this.
     pub fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
         Reply {
             status,
@@ -37,12 +40,12 @@ impl Reply {
         }
     }
 
+    /// Adds a response header.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
         self
     }
 
-    /// Writes the reply, closing the body. `request_id` is echoed back.
     /// Closes the connection after the answer: for requests whose framing
     /// cannot be trusted, nothing more is read from that connection.
     pub fn closing(mut self) -> Reply {
@@ -50,6 +53,7 @@ impl Reply {
         self
     }
 
+    /// Writes the reply, closing the body. `request_id` is echoed back.
     pub async fn send(self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
         if self.close {
             // pingora then writes `Connection: close` and drops the connection.

@@ -146,7 +146,8 @@ pub fn run(config_path: PathBuf, first: Generation) -> ! {
                     store = %crate::session::store::redact_url(&settings.store_url),
                     "session store ready"
                 );
-                service.spawn_background(state.clone());
+                let live = state.clone();
+                service.spawn_background(Arc::new(move || live.load().sessions.clone()));
                 Some(service)
             }
             Err(e) => {

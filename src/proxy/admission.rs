@@ -12,6 +12,7 @@ use super::context::upstream_span;
 use super::reading::{check_head_size, session_api_path};
 use super::upstream_request::request_host;
 use super::{Gateway, RequestCtx};
+use crate::error::GatewayError;
 use crate::generation::Generation;
 use crate::reply::Reply;
 use crate::session::handlers::AuthApi;
@@ -29,23 +30,14 @@ impl Gateway {
         gen: &Arc<Generation>,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        if let Err(reply) = check_head_size(gen, session) {
+        let read =
+            check_head_size(gen, session).and_then(|()| self.read_one_way(session, gen, ctx));
+        if let Err(refusal) = read {
             self.metrics
                 .request_refusals
-                .with_label_values(&["headers_too_large"])
+                .with_label_values(&[refusal.reason()])
                 .inc();
-            reply.send(session, &ctx.request_id).await?;
-            return Ok(true);
-        }
-        if let Err(refusal) = self.read_one_way(session, gen, ctx) {
-            self.metrics
-                .request_refusals
-                .with_label_values(&[refusal.reason])
-                .inc();
-            Reply::error(400, refusal.code, refusal.message)
-                .closing()
-                .send(session, &ctx.request_id)
-                .await?;
+            refusal.into_reply().send(session, &ctx.request_id).await?;
             return Ok(true);
         }
         if let Some(reply) = self.builtin_answer(session, gen, ctx).await {
@@ -59,32 +51,32 @@ impl Gateway {
         let matched = ctx.match_path.as_deref().unwrap_or(path);
         let Some((idx, route)) = gen.router.find(host.as_deref(), matched, &req.method) else {
             ctx.record_route();
-            let msg = format!("No route for {} {}", req.method, path);
-            Reply::error(404, "no_route", msg)
-                .send(session, &ctx.request_id)
-                .await?;
+            let no_route = GatewayError::NoRoute {
+                method: req.method.clone(),
+                path: path.to_owned(),
+            };
+            no_route.into_reply().send(session, &ctx.request_id).await?;
             return Ok(true);
         };
         let login = route.login.clone();
         ctx.route = Some(idx);
         ctx.record_route();
 
-        if let Err(reply) = self.authenticate(gen, idx, session.req_header(), ctx) {
-            reply.send(session, &ctx.request_id).await?;
-            return Ok(true);
-        }
-        if let Err(reply) = self.run_plugins(gen, idx, session.req_header(), host.as_deref(), ctx) {
-            reply.send(session, &ctx.request_id).await?;
+        let decided = self
+            .authenticate(gen, idx, session.req_header(), ctx)
+            .and_then(|()| self.run_plugins(gen, idx, session.req_header(), host.as_deref(), ctx));
+        if let Err(refusal) = decided {
+            refusal.into_reply().send(session, &ctx.request_id).await?;
             return Ok(true);
         }
         if let Some(capture) = login {
             let span = ctx.span.clone();
-            if let Err(reply) = self
+            if let Err(refusal) = self
                 .hand_to_login(session, gen, &capture, ctx)
                 .instrument(span)
                 .await
             {
-                reply.send(session, &ctx.request_id).await?;
+                refusal.into_reply().send(session, &ctx.request_id).await?;
             }
             return Ok(true);
         }
@@ -126,7 +118,8 @@ impl Gateway {
     /// The session API over this generation, when it has a `sessions` section.
     fn auth_api<'a>(&'a self, gen: &'a Generation) -> Option<AuthApi<'a>> {
         Some(AuthApi {
-            gen,
+            verifier: gen.verifier.as_ref(),
+            max_body_size: gen.max_body_size,
             settings: gen.sessions.as_deref()?,
             service: self.sessions.as_deref(),
             metrics: &self.metrics,
@@ -142,19 +135,12 @@ impl Gateway {
         gen: &Arc<Generation>,
         capture: &crate::session::LoginCapture,
         ctx: &mut RequestCtx,
-    ) -> std::result::Result<(), Reply> {
-        let internal = || Reply::error(500, "internal_error", "Internal gateway error");
+    ) -> Result<(), GatewayError> {
         let (Some(api), Some((_, route))) = (self.auth_api(gen), ctx.route()) else {
-            return Err(internal());
+            return Err(GatewayError::Internal);
         };
         let pool = &gen.upstreams[route.upstream];
-        let target = pool.pick().ok_or_else(|| {
-            Reply::error(
-                503,
-                "upstream_unavailable",
-                "No healthy upstream is available",
-            )
-        })?;
+        let target = pool.pick().ok_or(GatewayError::UpstreamUnavailable)?;
         ctx.target = Some(target.label.to_string());
         let span = upstream_span(&ctx.span);
         span.record("target", &*target.label);
@@ -173,7 +159,7 @@ impl Gateway {
         super::upstream_request::prepare_upstream_request(&mut request, forwarded_for, host, ctx)
             .map_err(|e| {
             tracing::error!(error = %e, "login route: preparing the upstream request");
-            internal()
+            GatewayError::Internal
         })?;
         let exchange = LoginExchange {
             connector: &self.login_connector,

@@ -5,10 +5,10 @@ use pingora::http::RequestHeader;
 use tracing::field::Empty;
 
 use super::{AuthOutcome, Gateway, RequestCtx};
-use crate::access::{extract_token, rejection_reply};
+use crate::access::extract_token;
+use crate::error::GatewayError;
 use crate::generation::Generation;
 use crate::logging::SPAN_TARGET;
-use crate::reply::Reply;
 use crate::route::AuthMode;
 
 impl Gateway {
@@ -19,7 +19,7 @@ impl Gateway {
         route_idx: usize,
         req: &RequestHeader,
         ctx: &mut RequestCtx,
-    ) -> std::result::Result<(), Reply> {
+    ) -> Result<(), GatewayError> {
         let Some(route) = gen.router.get(route_idx) else {
             return Ok(());
         };
@@ -44,7 +44,7 @@ impl Gateway {
                 cached = Empty,
             );
             let _entered = span.enter();
-            let verdict = crate::access::check(gen, revoked, token);
+            let verdict = crate::access::check(gen.verifier.as_ref(), revoked, token);
             match &verdict {
                 Ok((_, cached)) => {
                     span.record("result", "ok");
@@ -72,14 +72,9 @@ impl Gateway {
                     .find(|r| !r.holds(&verified.claims))
                 {
                     ctx.auth = AuthOutcome::Forbidden;
-                    return Err(Reply::error(
-                        403,
-                        "insufficient_claims",
-                        format!(
-                            "Access denied: claim `{}` does not meet this route's requirement",
-                            failed.claim_text
-                        ),
-                    ));
+                    return Err(GatewayError::InsufficientClaims {
+                        claim: failed.claim_text.clone(),
+                    });
                 }
                 ctx.auth = AuthOutcome::Verified;
                 ctx.identity = Some(verified);
@@ -88,7 +83,7 @@ impl Gateway {
             Err(rejection) => {
                 labels("fail", rejection.reason());
                 ctx.auth = AuthOutcome::Rejected(rejection.reason());
-                Err(rejection_reply(&rejection))
+                Err(GatewayError::from(rejection))
             }
         }
     }

@@ -4,10 +4,10 @@ use pingora::http::RequestHeader;
 use tracing::field::Empty;
 
 use super::{AuthOutcome, Gateway, RequestCtx};
+use crate::error::GatewayError;
 use crate::generation::Generation;
 use crate::logging::SPAN_TARGET;
 use crate::plugin::{InvocationResult, Outcome, RequestMeta};
-use crate::reply::Reply;
 
 impl Gateway {
     /// Plugin step of `request_filter`: runs the route's chain, keeps its
@@ -19,7 +19,7 @@ impl Gateway {
         req: &RequestHeader,
         host: Option<&str>,
         ctx: &mut RequestCtx,
-    ) -> std::result::Result<(), Reply> {
+    ) -> Result<(), GatewayError> {
         let Some(route) = gen.router.get(route_idx) else {
             return Ok(());
         };
@@ -80,20 +80,15 @@ impl Gateway {
             } => {
                 tracing::debug!(plugin = %plugin, status, "request denied by plugin");
                 ctx.auth = AuthOutcome::Forbidden;
-                Err(Reply::error(status, "denied_by_policy", message))
+                Err(GatewayError::DeniedByPolicy { status, message })
             }
             Outcome::Failed { plugin, error, .. } => {
                 tracing::warn!(plugin = %plugin, error = %error, "plugin failed; request refused (on_error: deny)");
-                let status = if error.invocation_result() == InvocationResult::Timeout {
-                    503
+                if error.invocation_result() == InvocationResult::Timeout {
+                    Err(GatewayError::PolicyTimedOut)
                 } else {
-                    500
-                };
-                Err(Reply::error(
-                    status,
-                    "policy_error",
-                    "The request could not be authorized by policy",
-                ))
+                    Err(GatewayError::PolicyFailed)
+                }
             }
         }
     }

@@ -4,15 +4,8 @@
 use pingora::proxy::Session;
 
 use super::{Gateway, RequestCtx};
+use crate::error::GatewayError;
 use crate::generation::Generation;
-use crate::reply::Reply;
-
-/// A request refused by [`Gateway::read_one_way`]: 400, connection closed.
-pub(super) struct Refusal {
-    pub(super) reason: &'static str,
-    pub(super) code: &'static str,
-    pub(super) message: &'static str,
-}
 
 /// The path the session routes are looked up with: the canonical path,
 /// lower-cased unless paths are case-sensitive (`/API/Auth/refresh` is the
@@ -26,7 +19,7 @@ pub(super) fn session_api_path<'a>(path: &'a str, gen: &Generation) -> std::borr
 }
 
 /// 431 when the request headers are larger than `limits.max_header_size`.
-pub(super) fn check_head_size(gen: &Generation, session: &Session) -> Result<(), Reply> {
+pub(super) fn check_head_size(gen: &Generation, session: &Session) -> Result<(), GatewayError> {
     let header_bytes: usize = session
         .req_header()
         .headers
@@ -34,8 +27,9 @@ pub(super) fn check_head_size(gen: &Generation, session: &Session) -> Result<(),
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum();
     if header_bytes > gen.max_header_size {
-        let msg = format!("Request headers exceed {} bytes", gen.max_header_size);
-        return Err(Reply::error(431, "headers_too_large", msg));
+        return Err(GatewayError::HeadersTooLarge {
+            limit: gen.max_header_size,
+        });
     }
     Ok(())
 }
@@ -51,20 +45,15 @@ impl Gateway {
         session: &mut Session,
         gen: &Generation,
         ctx: &mut RequestCtx,
-    ) -> std::result::Result<(), Refusal> {
+    ) -> Result<(), GatewayError> {
         let downstream = session.as_downstream();
         let raw_head = (!downstream.is_http2()).then(|| downstream.to_h1_raw());
-        let header_refusal = |e: crate::canonical::HeaderError| Refusal {
-            reason: e.reason(),
-            code: "bad_request",
-            message: e.message(),
-        };
         crate::canonical::headers::check_framing(session.req_header(), raw_head.as_deref())
-            .map_err(header_refusal)?;
+            .map_err(GatewayError::BadHeaders)?;
         let stripped = gen
             .headers
             .strip_identity(session.req_header_mut(), gen.read.underscore_headers)
-            .map_err(header_refusal)?;
+            .map_err(GatewayError::BadHeaders)?;
         if stripped > 0 {
             self.metrics.header_spoof_stripped.inc_by(stripped as u64);
         }
@@ -88,11 +77,7 @@ impl Gateway {
             None => (target, None),
         };
         let canonical =
-            crate::canonical::canonicalize(path, gen.read.path).map_err(|e| Refusal {
-                reason: e.reason(),
-                code: "bad_path",
-                message: e.message(),
-            })?;
+            crate::canonical::canonicalize(path, gen.read.path).map_err(GatewayError::BadPath)?;
         if canonical.matched() != canonical.forward() {
             ctx.match_path = Some(canonical.matched().to_owned());
         }
@@ -103,11 +88,9 @@ impl Gateway {
                 uri.push_str(&String::from_utf8_lossy(q));
             }
             let raw_text = String::from_utf8_lossy(raw).into_owned();
-            let parsed = uri.parse::<http::Uri>().map_err(|_| Refusal {
-                reason: "malformed_request",
-                code: "bad_request",
-                message: "The request target could not be read",
-            })?;
+            let parsed = uri
+                .parse::<http::Uri>()
+                .map_err(|_| GatewayError::UnreadableTarget)?;
             session.req_header_mut().set_uri(parsed);
             ctx.raw_path = Some(raw_text);
         }

@@ -12,7 +12,8 @@ use super::handlers::{session_json, store_failure, AuthApi, SessionDraft};
 use super::request::{json_object, read_body, string_field, truncate};
 use super::store::{hash_refresh_token, RevokeReason, Timestamp};
 use super::{SessionService, SessionSettings};
-use crate::generation::Generation;
+use crate::error::GatewayError;
+use crate::jwt::Verifier;
 use crate::metrics::Metrics;
 use crate::reply::Reply;
 
@@ -24,98 +25,81 @@ const MAX_SUBJECT: usize = 256;
 
 /// Answers `/admin/sessions[/{id}]`.
 pub async fn handle(
-    gen: &Generation,
+    settings: Option<&SessionSettings>,
+    verifier: Option<&Verifier>,
+    max_body_size: usize,
     service: Option<&SessionService>,
     metrics: &Metrics,
     session: &mut ServerSession,
 ) -> Reply {
-    let Some(settings) = gen.sessions.as_deref() else {
-        return Reply::error(
-            404,
-            "not_found",
-            "The admin session API needs a `sessions` section",
-        );
+    let Some(settings) = settings else {
+        return GatewayError::AdminApiNotConfigured.into_reply();
     };
     let Some(expected) = settings.admin_token_hash else {
-        return Reply::error(
-            404,
-            "not_found",
-            "The admin session API is disabled: set `sessions.admin_token`",
-        );
+        return GatewayError::AdminApiDisabled.into_reply();
     };
     let presented =
         crate::access::extract_token(&session.req_header().headers, None).map(hash_refresh_token);
     let authorized = presented.is_some_and(|p| bool::from(p.ct_eq(&expected)));
     if !authorized {
-        return Reply::error(401, "unauthorized", "A valid admin token is required")
-            .with_header("www-authenticate", r#"Bearer realm="portcullis-admin""#);
+        return GatewayError::AdminUnauthorized.into_reply();
     }
     let Some(service) = service else {
-        return super::handlers::unavailable();
+        return GatewayError::StoreUnavailable.into_reply();
     };
     let path = session.req_header().uri.path().to_owned();
     let method = session.req_header().method.clone();
     let subject = query_param(session.req_header().uri.query().unwrap_or(""), "subject");
     let rest = path.strip_prefix(PREFIX).unwrap_or("");
     let result = match (method.as_str(), rest) {
-        ("POST", "") => create(gen, settings, service, metrics, session).await,
+        ("POST", "") => create(verifier, max_body_size, settings, service, metrics, session).await,
         ("GET", "") => list(service, subject).await,
         ("DELETE", "") => revoke_all(settings, service, subject).await,
         ("DELETE", id) if id.len() > 1 => revoke_one(settings, service, &id[1..]).await,
-        _ => Err(Reply::error(
-            405,
-            "method_not_allowed",
-            "Use POST/GET/DELETE /admin/sessions or DELETE /admin/sessions/{id}",
-        )),
+        _ => Err(GatewayError::AdminMethodNotAllowed),
     };
-    result.unwrap_or_else(|reply| reply)
+    result.unwrap_or_else(GatewayError::into_reply)
 }
 
-fn required_subject(subject: Option<String>) -> Result<String, Reply> {
+fn required_subject(subject: Option<String>) -> Result<String, GatewayError> {
     match subject {
         Some(s) if !s.is_empty() && s.len() <= MAX_SUBJECT => Ok(s),
-        _ => Err(Reply::error(
-            400,
-            "invalid_subject",
-            format!("`subject` is required (1 to {MAX_SUBJECT} characters)"),
-        )),
+        _ => Err(GatewayError::InvalidSubject { max: MAX_SUBJECT }),
     }
 }
 
 async fn create(
-    gen: &Generation,
+    verifier: Option<&Verifier>,
+    max_body_size: usize,
     settings: &SessionSettings,
     service: &SessionService,
     metrics: &Metrics,
     session: &mut ServerSession,
-) -> Result<Reply, Reply> {
-    let body = read_body(session, gen.max_body_size).await?;
+) -> Result<Reply, GatewayError> {
+    let body = read_body(session, max_body_size).await?;
     let parsed = json_object(&session.req_header().headers, &body)?;
     let subject = required_subject(string_field(parsed.as_ref(), "subject")?.map(str::to_owned))?;
     let claims = match parsed.as_ref().and_then(|b| b.get("claims")) {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
         Some(_) => {
-            return Err(Reply::error(
-                400,
-                "invalid_field",
-                "`claims` must be a JSON object",
-            ));
+            return Err(GatewayError::FieldNotObject {
+                field: "claims".into(),
+            });
         }
     };
     if let Some(reserved) = claims
         .keys()
         .find(|k| crate::jwt::RESERVED_CLAIMS.contains(&k.as_str()))
     {
-        return Err(Reply::error(
-            400,
-            "invalid_field",
-            format!("claim `{reserved}` is set by the gateway itself"),
-        ));
+        return Err(GatewayError::ReservedClaim {
+            claim: reserved.clone(),
+        });
     }
     let device_info = string_field(parsed.as_ref(), "deviceInfo")?.map(|d| truncate(d, 256));
     let api = AuthApi {
-        gen,
+        verifier,
+        max_body_size,
         settings,
         service: Some(service),
         metrics,
@@ -138,7 +122,7 @@ async fn create(
     ))
 }
 
-async fn list(service: &SessionService, subject: Option<String>) -> Result<Reply, Reply> {
+async fn list(service: &SessionService, subject: Option<String>) -> Result<Reply, GatewayError> {
     let subject = required_subject(subject)?;
     let now = Timestamp::now();
     let sessions = service
@@ -156,7 +140,7 @@ async fn revoke_all(
     settings: &SessionSettings,
     service: &SessionService,
     subject: Option<String>,
-) -> Result<Reply, Reply> {
+) -> Result<Reply, GatewayError> {
     let subject = required_subject(subject)?;
     let now = Timestamp::now();
     let ids = service
@@ -177,13 +161,9 @@ async fn revoke_one(
     settings: &SessionSettings,
     service: &SessionService,
     id: &str,
-) -> Result<Reply, Reply> {
+) -> Result<Reply, GatewayError> {
     let Ok(id) = Uuid::parse_str(id) else {
-        return Err(Reply::error(
-            400,
-            "invalid_session_id",
-            "Session id must be a UUID",
-        ));
+        return Err(GatewayError::InvalidSessionId);
     };
     let now = Timestamp::now();
     let revoked = service
@@ -191,11 +171,7 @@ async fn revoke_one(
         .await
         .map_err(|e| store_failure(&e))?;
     if revoked.is_none() {
-        return Err(Reply::error(
-            404,
-            "session_not_found",
-            "Session not found or already revoked",
-        ));
+        return Err(GatewayError::AdminSessionNotFound);
     }
     service.revoked_here(&[id], RevokeReason::Admin, settings);
     Ok(Reply::ok(

@@ -14,37 +14,32 @@ use super::service::SessionService;
 use super::settings::Seed;
 use super::store::{NewSession, RefreshOutcome, RevokeReason, Session, StoreError, Timestamp};
 use super::{Endpoint, SessionSettings};
-use crate::generation::Generation;
-use crate::jwt::{mint, MintRequest, Rejection, VerifiedToken};
+use crate::error::GatewayError;
+use crate::jwt::{mint, MintRequest, Rejection, VerifiedToken, Verifier};
 use crate::metrics::Metrics;
 use crate::reply::Reply;
 
 /// What a session handler works with for one request.
 pub struct AuthApi<'a> {
-    pub gen: &'a Generation,
+    /// The generation's token keys (they verify bearers and sign tokens).
+    pub verifier: Option<&'a Verifier>,
+    /// `limits.max_body_size`: the largest body a handler reads.
+    pub max_body_size: usize,
     pub settings: &'a SessionSettings,
     /// `None` when the config gained `sessions` by reload (needs a restart).
     pub service: Option<&'a SessionService>,
     pub metrics: &'a Metrics,
 }
 
-/// The 503 every store outage answers with.
-pub fn unavailable() -> Reply {
-    Reply::error(
-        503,
-        "session_store_unavailable",
-        "The session store is unavailable; try again shortly",
-    )
-}
-
-/// Maps a store failure to the answer; logs what the operator needs.
-pub fn store_failure(error: &StoreError) -> Reply {
+/// Maps a store failure to the refusal; logs what the operator needs (the
+/// client only learns whether to try again).
+pub fn store_failure(error: &StoreError) -> GatewayError {
     if error.is_unavailable() {
         tracing::warn!(%error, "session store unavailable");
-        unavailable()
+        GatewayError::StoreUnavailable
     } else {
         tracing::error!(%error, "session store error");
-        Reply::error(500, "internal_error", "The session could not be processed")
+        GatewayError::StoreFailed
     }
 }
 
@@ -114,21 +109,19 @@ impl IssuedTokens {
 
 /// Signs an access token for `session`, never outliving it.
 pub fn mint_access(
-    gen: &Generation,
+    verifier: Option<&Verifier>,
     settings: &SessionSettings,
     session: &Session,
     now: Timestamp,
-) -> Result<(String, u64), Reply> {
+) -> Result<(String, u64), GatewayError> {
     let remaining = session.expires_at.saturating_duration_since(now);
     let ttl = settings
         .access_ttl
         .min(remaining)
         .max(Duration::from_secs(1));
-    let keys = gen
-        .verifier
-        .as_ref()
+    let keys = verifier
         .map(|v| v.keys())
-        .ok_or_else(|| Reply::error(500, "internal_error", "No signing key is configured"))?;
+        .ok_or(GatewayError::SigningKeyMissing)?;
     let request = MintRequest {
         sub: session.subject.clone(),
         sid: Some(session.id.to_string()),
@@ -141,11 +134,7 @@ pub fn mint_access(
         Ok(token) => Ok((token, ttl.as_secs())),
         Err(e) => {
             tracing::error!(error = %e, "cannot sign an access token");
-            Err(Reply::error(
-                500,
-                "internal_error",
-                "The access token could not be signed",
-            ))
+            Err(GatewayError::SigningFailed)
         }
     }
 }
@@ -168,19 +157,16 @@ impl AuthApi<'_> {
     pub async fn handle(&self, endpoint: Endpoint, session: &mut ServerSession) -> Reply {
         let method = session.req_header().method.clone();
         if method != endpoint.method() {
-            let allow = endpoint.method();
-            return Reply::error(
-                405,
-                "method_not_allowed",
-                format!("Use {allow} for this route"),
-            )
-            .with_header("allow", allow.to_string());
+            return GatewayError::MethodNotAllowed {
+                allow: endpoint.method(),
+            }
+            .into_reply();
         }
         let Some(service) = self.service else {
             tracing::error!(
                 "`sessions` was added by a reload; restart the gateway to open the session store"
             );
-            return unavailable();
+            return GatewayError::StoreUnavailable.into_reply();
         };
         let result = match endpoint {
             Endpoint::Refresh(seed) => self.refresh(service, session, seed).await,
@@ -189,16 +175,16 @@ impl AuthApi<'_> {
             Endpoint::Sessions => self.list(service, session).await,
             Endpoint::Session(id) => self.delete(service, session, &id).await,
         };
-        result.unwrap_or_else(|reply| reply)
+        result.unwrap_or_else(GatewayError::into_reply)
     }
 
     /// Stores a new session and issues its first tokens.
     pub async fn open_session(
         &self,
         draft: SessionDraft,
-    ) -> Result<(Session, IssuedTokens, Timestamp), Reply> {
+    ) -> Result<(Session, IssuedTokens, Timestamp), GatewayError> {
         let Some(service) = self.service else {
-            return Err(unavailable());
+            return Err(GatewayError::StoreUnavailable);
         };
         let (refresh_token, refresh_hash) = self.settings.refresh_tokens.mint();
         let now = Timestamp::now();
@@ -218,7 +204,7 @@ impl AuthApi<'_> {
             .await
             .map_err(|e| store_failure(&e))?;
         self.metrics.sessions_created.inc();
-        let (access_token, expires_in) = mint_access(self.gen, self.settings, &stored, now)?;
+        let (access_token, expires_in) = mint_access(self.verifier, self.settings, &stored, now)?;
         let issued = IssuedTokens {
             access_token,
             expires_in,
@@ -228,7 +214,7 @@ impl AuthApi<'_> {
     }
 
     /// Per-IP rate limit of refresh and logout attempts.
-    fn limit_ip(&self, session: &ServerSession) -> Result<(), Reply> {
+    fn limit_ip(&self, session: &ServerSession) -> Result<(), GatewayError> {
         let ip = client_ip(session).unwrap_or_default();
         self.settings
             .per_ip
@@ -243,21 +229,17 @@ impl AuthApi<'_> {
         service: &SessionService,
         session: &ServerSession,
         seed: Seed,
-    ) -> Result<std::sync::Arc<VerifiedToken>, Reply> {
+    ) -> Result<std::sync::Arc<VerifiedToken>, GatewayError> {
         let token = crate::access::extract_token(&session.req_header().headers, None);
-        let rejection = match crate::access::check(self.gen, Some(&service.revoked), token) {
+        let rejection = match crate::access::check(self.verifier, Some(&service.revoked), token) {
             Ok((verified, _)) if verified.sub.is_some() => return Ok(verified),
             Ok(_) => Rejection::MissingClaim("sub".into()),
             Err(rejection) => rejection,
         };
-        let mut reply = crate::access::rejection_reply(&rejection);
-        // Seed 003's middleware answers every refused access token alike;
-        // seed 000 does not show its middleware, so its routes keep ours, and
-        // neither seed words a missing token.
-        if seed == Seed::CareFlow && rejection != Rejection::Missing {
-            reply.body["message"] = "Invalid or expired token".into();
-        }
-        Err(reply)
+        Err(GatewayError::AccessToken {
+            rejection,
+            seed: Some(seed),
+        })
     }
 
     async fn refresh(
@@ -265,15 +247,15 @@ impl AuthApi<'_> {
         service: &SessionService,
         session: &mut ServerSession,
         seed: Seed,
-    ) -> Result<Reply, Reply> {
+    ) -> Result<Reply, GatewayError> {
         let count = |result: &str| {
             self.metrics.auth_refresh.with_label_values(&[result]).inc();
         };
-        if let Err(reply) = self.limit_ip(session) {
+        if let Err(refusal) = self.limit_ip(session) {
             count("rate_limited");
-            return Err(reply);
+            return Err(refusal);
         }
-        let body = read_body(session, self.gen.max_body_size)
+        let body = read_body(session, self.max_body_size)
             .await
             .inspect_err(|_| count("bad_request"))?;
         let headers = &session.req_header().headers;
@@ -286,30 +268,26 @@ impl AuthApi<'_> {
                 Ok(Some(t)) => t.to_owned(),
                 Ok(None) => {
                     count("bad_request");
-                    return Err(Reply::error(
-                        400,
-                        "refresh_token_required",
-                        "Refresh token is required",
-                    ));
+                    return Err(GatewayError::RefreshTokenRequired);
                 }
-                Err(reply) => {
+                Err(refusal) => {
                     count("bad_request");
-                    return Err(reply);
+                    return Err(refusal);
                 }
             },
         };
-        if let Err(reply) = self
+        if let Err(refusal) = self
             .settings
             .per_token
             .check(token.as_bytes(), Instant::now())
             .map_err(rate_limited)
         {
             count("rate_limited");
-            return Err(reply);
+            return Err(refusal);
         }
         let Some(presented) = self.settings.refresh_tokens.check(&token) else {
             count("invalid");
-            return Err(invalid_refresh_token(seed));
+            return Err(GatewayError::InvalidRefreshToken(seed));
         };
         let (next_token, next_hash) = self.settings.refresh_tokens.mint();
         let (rotate, grace) = (self.settings.rotation, self.settings.reuse_grace);
@@ -335,26 +313,22 @@ impl AuthApi<'_> {
                 self.metrics.refresh_token_reuse_detected.inc();
                 service.revoked_here(&[session_id], RevokeReason::ReuseDetected, self.settings);
                 tracing::warn!(session = %session_id, "refresh token reuse detected: the session is revoked");
-                return Err(Reply::error(
-                    401,
-                    "refresh_token_reused",
-                    "Refresh token was already used; the session has been revoked. Please login again",
-                ));
+                return Err(GatewayError::RefreshTokenReused);
             }
             RefreshOutcome::Expired => {
                 count("expired");
-                return Err(expired_refresh_token(seed));
+                return Err(GatewayError::ExpiredRefreshToken(seed));
             }
             RefreshOutcome::Revoked { .. } => {
                 count("revoked");
-                return Err(revoked_refresh_token(seed));
+                return Err(GatewayError::RevokedRefreshToken(seed));
             }
             RefreshOutcome::Unknown => {
                 count("invalid");
-                return Err(unknown_refresh_token(seed));
+                return Err(GatewayError::UnknownRefreshToken(seed));
             }
         };
-        let (access_token, expires_in) = mint_access(self.gen, self.settings, &stored, now)?;
+        let (access_token, expires_in) = mint_access(self.verifier, self.settings, &stored, now)?;
         count(result);
         let issued = IssuedTokens {
             access_token,
@@ -379,9 +353,9 @@ impl AuthApi<'_> {
         &self,
         service: &SessionService,
         session: &mut ServerSession,
-    ) -> Result<Reply, Reply> {
+    ) -> Result<Reply, GatewayError> {
         self.limit_ip(session)?;
-        let body = read_body(session, self.gen.max_body_size).await?;
+        let body = read_body(session, self.max_body_size).await?;
         let headers = &session.req_header().headers;
         let parsed = json_object(headers, &body)?;
         let token = match string_field(parsed.as_ref(), "refreshToken")? {
@@ -413,11 +387,7 @@ impl AuthApi<'_> {
             None => {
                 let has_bearer = headers.contains_key(http::header::AUTHORIZATION);
                 if !has_bearer {
-                    return Err(Reply::error(
-                        400,
-                        "refresh_token_required",
-                        "Refresh token is required (in the body, or an access token in Authorization)",
-                    ));
+                    return Err(GatewayError::LogoutTokenRequired);
                 }
                 let verified = self.bearer(service, session, seed)?;
                 match verified.session_id {
@@ -444,7 +414,7 @@ impl AuthApi<'_> {
         service: &SessionService,
         id: Uuid,
         now: Timestamp,
-    ) -> Result<Option<Session>, Reply> {
+    ) -> Result<Option<Session>, GatewayError> {
         let revoked = service
             .call(move |s| async move { s.revoke_session(id, RevokeReason::Logout, now).await })
             .await
@@ -459,7 +429,7 @@ impl AuthApi<'_> {
         &self,
         service: &SessionService,
         session: &mut ServerSession,
-    ) -> Result<Reply, Reply> {
+    ) -> Result<Reply, GatewayError> {
         let verified = self.bearer(service, session, Seed::TokenManagement)?;
         let subject = verified.sub.clone().unwrap_or_default();
         let now = Timestamp::now();
@@ -481,7 +451,7 @@ impl AuthApi<'_> {
         &self,
         service: &SessionService,
         session: &mut ServerSession,
-    ) -> Result<Reply, Reply> {
+    ) -> Result<Reply, GatewayError> {
         let verified = self.bearer(service, session, Seed::TokenManagement)?;
         let subject = verified.sub.clone().unwrap_or_default();
         let now = Timestamp::now();
@@ -504,14 +474,10 @@ impl AuthApi<'_> {
         service: &SessionService,
         session: &mut ServerSession,
         id: &str,
-    ) -> Result<Reply, Reply> {
+    ) -> Result<Reply, GatewayError> {
         let verified = self.bearer(service, session, Seed::TokenManagement)?;
         let Ok(id) = Uuid::parse_str(id) else {
-            return Err(Reply::error(
-                400,
-                "invalid_session_id",
-                "Session id must be a UUID",
-            ));
+            return Err(GatewayError::InvalidSessionId);
         };
         let subject = verified.sub.clone().unwrap_or_default();
         let now = Timestamp::now();
@@ -523,7 +489,7 @@ impl AuthApi<'_> {
             .await
             .map_err(|e| store_failure(&e))?;
         if !revoked {
-            return Err(Reply::error(404, "session_not_found", "Session not found"));
+            return Err(GatewayError::SessionNotFound);
         }
         service.revoked_here(&[id], RevokeReason::SessionDeleted, self.settings);
         self.metrics
@@ -548,59 +514,11 @@ impl AuthApi<'_> {
     }
 }
 
-// Refused refresh tokens, in the words of each seed's `refreshAccessToken`.
-// Seed 000 verifies a JWT, then looks its row up (logout deletes it, so a
-// logged-out token is "not found"); seed 003 words only "invalid" and
-// "expired" (its logout clears the stored token, "making it invalid").
-
-/// Not a token of ours: forged, garbled, another secret's.
-fn invalid_refresh_token(seed: Seed) -> Reply {
-    let message = match seed {
-        Seed::TokenManagement => "Invalid or expired refresh token",
-        Seed::CareFlow => "Invalid refresh token",
-    };
-    Reply::error(401, "invalid_refresh_token", message)
-}
-
-/// Ours, but not in the store (never stored, or cleaned up).
-fn unknown_refresh_token(seed: Seed) -> Reply {
-    match seed {
-        Seed::TokenManagement => Reply::error(
-            401,
-            "invalid_refresh_token",
-            "Refresh token not found. Please login again.",
-        ),
-        Seed::CareFlow => invalid_refresh_token(seed),
-    }
-}
-
-/// The session was logged out or revoked.
-fn revoked_refresh_token(seed: Seed) -> Reply {
-    let message = match seed {
-        Seed::TokenManagement => "Refresh token not found. Please login again.",
-        Seed::CareFlow => "Invalid refresh token",
-    };
-    Reply::error(401, "refresh_token_revoked", message)
-}
-
-/// The session is past its lifetime.
-fn expired_refresh_token(seed: Seed) -> Reply {
-    let message = match seed {
-        Seed::TokenManagement => "Refresh token has expired. Please login again.",
-        Seed::CareFlow => "Refresh token expired. Please login again",
-    };
-    Reply::error(401, "refresh_token_expired", message)
-}
-
 /// 429 with `Retry-After` in whole seconds (at least 1).
-pub fn rate_limited(wait: Duration) -> Reply {
-    let secs = super::ratelimit::retry_after_secs(wait);
-    Reply::error(
-        429,
-        "rate_limited",
-        format!("Too many attempts; retry in {secs} seconds"),
-    )
-    .with_header("retry-after", secs.to_string())
+pub fn rate_limited(wait: Duration) -> GatewayError {
+    GatewayError::RateLimited {
+        retry_after_secs: super::ratelimit::retry_after_secs(wait),
+    }
 }
 
 /// Exchanges a refresh token, retrying twice when a concurrent transaction

@@ -1,7 +1,7 @@
 //! Login interception, the request side: the proxy hands over a login
 //! route's request prepared as for any upstream (see `crate::proxy`); this
 //! reads the client's body, sends both to the backend through
-//! [`super::login::forward`], and on a 2xx JSON answer opens a session and
+//! [`super::login::exchange`], and on a 2xx JSON answer opens a session and
 //! returns the backend's body with the gateway's tokens. Non-2xx or
 //! non-JSON answers pass through untouched.
 
@@ -13,7 +13,7 @@ use tracing::{Instrument, Span};
 
 use super::handlers::AuthApi;
 use super::LoginCapture;
-use crate::reply::Reply;
+use crate::error::GatewayError;
 
 /// One login exchange, as the proxy hands it over.
 pub struct LoginExchange<'a> {
@@ -38,10 +38,10 @@ pub struct LoginExchange<'a> {
 pub async fn intercept_login(
     session: &mut Session,
     exchange: LoginExchange<'_>,
-) -> Result<(), Reply> {
+) -> Result<(), GatewayError> {
     let internal = |what: &str, e: pingora::BError| {
         tracing::error!(error = %e, "login route: {what}");
-        Reply::error(500, "internal_error", "Internal gateway error")
+        GatewayError::Internal
     };
     let LoginExchange {
         connector,
@@ -58,12 +58,12 @@ pub async fn intercept_login(
     request
         .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
         .map_err(|e| internal("content-length", e))?;
-    let answer = super::login::forward(connector, peer, request, body.clone())
+    let answer = super::login::exchange(connector, peer, request, body.clone())
         .instrument(span.clone())
         .await;
     match &answer {
         Ok(a) => span.record("status", a.header.status.as_u16()),
-        Err(reply) => span.record("error", reply.body["error"].as_str().unwrap_or("")),
+        Err(refusal) => span.record("error", refusal.code()),
     };
     drop(span);
     let answer = answer?;

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::handlers::{AuthApi, SessionDraft};
 use super::request::truncate;
 use super::LoginCapture;
-use crate::reply::Reply;
+use crate::error::GatewayError;
 
 /// Largest backend answer a login route reads (a login answer is small).
 pub const MAX_LOGIN_RESPONSE: usize = 1024 * 1024;
@@ -28,15 +28,15 @@ pub struct UpstreamAnswer {
 }
 
 /// Sends `request` with `body` to `peer` and reads the whole answer.
-pub async fn forward(
+pub async fn exchange(
     connector: &Connector,
     peer: &HttpPeer,
     request: RequestHeader,
     body: Vec<u8>,
-) -> Result<UpstreamAnswer, Reply> {
+) -> Result<UpstreamAnswer, GatewayError> {
     let unreachable = |e: pingora::BError| {
         tracing::warn!(error = %e, "login route: upstream exchange failed");
-        Reply::error(502, "upstream_error", "The upstream could not be reached")
+        GatewayError::UpstreamUnreachable
     };
     let (mut http, _reused) = connector
         .get_http_session(peer)
@@ -65,15 +65,11 @@ pub async fn forward(
     let header = http
         .response_header()
         .cloned()
-        .ok_or_else(|| Reply::error(502, "upstream_error", "The upstream sent no answer"))?;
+        .ok_or(GatewayError::UpstreamNoAnswer)?;
     let mut answer = Vec::new();
     while let Some(chunk) = http.read_response_body().await.map_err(unreachable)? {
         if answer.len() + chunk.len() > MAX_LOGIN_RESPONSE {
-            return Err(Reply::error(
-                502,
-                "upstream_error",
-                "The login answer of the upstream is too large",
-            ));
+            return Err(GatewayError::LoginAnswerTooLarge);
         }
         answer.extend_from_slice(&chunk);
     }
@@ -104,16 +100,12 @@ impl AuthApi<'_> {
         answer: &[u8],
         user_agent: Option<String>,
         ip: Option<String>,
-    ) -> Result<(Vec<u8>, Option<String>), Reply> {
+    ) -> Result<(Vec<u8>, Option<String>), GatewayError> {
         let unusable = |why: String| {
             tracing::error!(
                 "login route: {why}; check the route's `login` pointers against the backend's answer"
             );
-            Reply::error(
-                502,
-                "login_unusable",
-                "The login answer could not be turned into a session",
-            )
+            GatewayError::LoginUnusable
         };
         let mut body: Value = serde_json::from_slice(answer)
             .map_err(|_| unusable("the 2xx answer is not JSON".into()))?;

@@ -9,8 +9,9 @@ pub mod login;
 pub mod ratelimit;
 pub mod refresh_token;
 pub mod request;
-pub mod revoked;
 pub mod service;
+/// The revoked-session set lives beside `access`, which reads it; sessions fill it.
+pub use crate::revoked;
 pub mod settings;
 pub mod store;
 

@@ -8,17 +8,11 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use serde_json::{Map, Value};
 
 use super::CookieSettings;
-use crate::reply::Reply;
+use crate::error::GatewayError;
 
 /// Reads the whole request body, refusing more than `limit` bytes (413).
-pub async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, Reply> {
-    let too_large = || {
-        Reply::error(
-            413,
-            "body_too_large",
-            format!("Request body exceeds {limit} bytes"),
-        )
-    };
+pub async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, GatewayError> {
+    let too_large = || GatewayError::BodyTooLarge { limit };
     let declared = session
         .req_header()
         .headers
@@ -38,20 +32,17 @@ pub async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(_) => {
-                return Err(Reply::error(
-                    400,
-                    "bad_request",
-                    "The request body could not be read",
-                ))
-            }
+            Err(_) => return Err(GatewayError::BodyUnreadable),
         }
     }
 }
 
 /// The body as a JSON object; `None` for an empty body. Anything else than
 /// `application/json` (or `…+json`) is 415, invalid JSON or a non-object 400.
-pub fn json_object(headers: &HeaderMap, body: &[u8]) -> Result<Option<Map<String, Value>>, Reply> {
+pub fn json_object(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<Map<String, Value>>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -66,24 +57,14 @@ pub fn json_object(headers: &HeaderMap, body: &[u8]) -> Result<Option<Map<String
         .trim()
         .to_ascii_lowercase();
     if essence != "application/json" && !essence.ends_with("+json") {
-        return Err(Reply::error(
-            415,
-            "unsupported_media_type",
-            "Send the request body as JSON with `Content-Type: application/json`",
-        ));
+        return Err(GatewayError::UnsupportedMediaType);
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(Some(map)),
-        Ok(_) => Err(Reply::error(
-            400,
-            "invalid_json",
-            "Request body must be a JSON object",
-        )),
-        Err(e) => Err(Reply::error(
-            400,
-            "invalid_json",
-            format!("Request body is not valid JSON: {e}"),
-        )),
+        Ok(_) => Err(GatewayError::JsonNotObject),
+        Err(e) => Err(GatewayError::InvalidJson {
+            detail: e.to_string(),
+        }),
     }
 }
 
@@ -92,16 +73,14 @@ pub fn json_object(headers: &HeaderMap, body: &[u8]) -> Result<Option<Map<String
 pub fn string_field<'a>(
     body: Option<&'a Map<String, Value>>,
     field: &str,
-) -> Result<Option<&'a str>, Reply> {
+) -> Result<Option<&'a str>, GatewayError> {
     match body.and_then(|b| b.get(field)) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Reply::error(
-            400,
-            "invalid_field",
-            format!("`{field}` must be a string"),
-        )),
+        Some(_) => Err(GatewayError::FieldNotString {
+            field: field.to_owned(),
+        }),
     }
 }
 
@@ -111,7 +90,7 @@ pub fn string_field<'a>(
 pub fn cookie_token<'a>(
     headers: &'a HeaderMap,
     cookie: Option<&CookieSettings>,
-) -> Result<Option<&'a str>, Reply> {
+) -> Result<Option<&'a str>, GatewayError> {
     let Some(cookie) = cookie else {
         return Ok(None);
     };
@@ -119,14 +98,9 @@ pub fn cookie_token<'a>(
         return Ok(None);
     };
     if !headers.contains_key(&cookie.csrf_header) {
-        return Err(Reply::error(
-            403,
-            "csrf_failed",
-            format!(
-                "Requests authenticated by the refresh cookie must send the `{}` header",
-                cookie.csrf_header
-            ),
-        ));
+        return Err(GatewayError::CsrfHeaderMissing {
+            header: cookie.csrf_header.clone(),
+        });
     }
     if let Some(origin) = headers.get(http::header::ORIGIN) {
         let origin = origin
@@ -135,11 +109,7 @@ pub fn cookie_token<'a>(
             .trim_end_matches('/')
             .to_ascii_lowercase();
         if !cookie.allowed_origins.contains(&origin) {
-            return Err(Reply::error(
-                403,
-                "csrf_failed",
-                "This Origin may not use the refresh cookie",
-            ));
+            return Err(GatewayError::CsrfOriginRefused);
         }
     }
     Ok(Some(token))
@@ -209,16 +179,16 @@ mod tests {
         assert_eq!(json_object(&json, b"  ").ok(), Some(None));
         assert!(json_object(&json, br#"{"a":1}"#).expect("object").is_some());
         assert_eq!(
-            json_object(&json, b"[1]").err().map(|r| r.status),
+            json_object(&json, b"[1]").err().map(|e| e.status()),
             Some(400)
         );
         assert_eq!(
-            json_object(&json, b"{nope").err().map(|r| r.status),
+            json_object(&json, b"{nope").err().map(|e| e.status()),
             Some(400)
         );
         let text = headers(&[("content-type", "text/plain")]);
         assert_eq!(
-            json_object(&text, br#"{"a":1}"#).err().map(|r| r.status),
+            json_object(&text, br#"{"a":1}"#).err().map(|e| e.status()),
             Some(415)
         );
         let vendor = headers(&[("content-type", "application/vnd.api+json")]);
@@ -231,7 +201,7 @@ mod tests {
             serde_json::from_str(r#"{"a":"x","b":5,"c":null,"d":""}"#).expect("json");
         assert_eq!(string_field(Some(&map), "a").ok(), Some(Some("x")));
         assert_eq!(
-            string_field(Some(&map), "b").err().map(|r| r.status),
+            string_field(Some(&map), "b").err().map(|e| e.status()),
             Some(400)
         );
         assert_eq!(string_field(Some(&map), "c").ok(), Some(None));
@@ -251,7 +221,7 @@ mod tests {
         assert_eq!(
             cookie_token(&no_csrf, Some(&cookie))
                 .err()
-                .map(|r| r.status),
+                .map(|e| e.status()),
             Some(403)
         );
         let ok = headers(&[("cookie", "rt=tok"), ("x-csrf-protection", "1")]);
@@ -264,7 +234,7 @@ mod tests {
         assert_eq!(
             cookie_token(&foreign, Some(&cookie))
                 .err()
-                .map(|r| r.status),
+                .map(|e| e.status()),
             Some(403)
         );
         let allowed = headers(&[

@@ -13,15 +13,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::runtime::Runtime;
 use uuid::Uuid;
 
-use super::revoked::RevokedSet;
 use super::store::{self, RevocationEvent, RevokeReason, SessionStore, StoreError, Timestamp};
 use super::SessionSettings;
-use crate::generation::Generation;
 use crate::metrics::Metrics;
+use crate::revoked::RevokedSet;
+
+/// The `sessions` settings in force (they change on reload), or `None`
+/// while the live configuration has no `sessions` section.
+pub type CurrentSettings = Arc<dyn Fn() -> Option<Arc<SessionSettings>> + Send + Sync>;
 
 /// How often the store is pinged for `/readyz` while it is down.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -129,8 +131,10 @@ impl SessionService {
 
     /// Starts the background work on the session runtime: the revocation
     /// listener (Postgres), the revocation poll, the cleanup job and the
-    /// availability probe. They read their intervals from the live generation.
-    pub fn spawn_background(self: &Arc<Self>, state: Arc<ArcSwap<Generation>>) {
+    /// availability probe. They read their intervals from the live
+    /// `sessions` settings, which `current` returns (the reloaded ones).
+    pub fn spawn_background(self: &Arc<Self>, current: CurrentSettings) {
+        let state = current;
         let service = self.clone();
         let st = state.clone();
         self.runtime.spawn(async move { service.listen(st).await });
@@ -159,7 +163,7 @@ impl SessionService {
         }
     }
 
-    async fn listen(self: Arc<Self>, state: Arc<ArcSwap<Generation>>) {
+    async fn listen(self: Arc<Self>, state: CurrentSettings) {
         let mut events = loop {
             match self.store.listen_revocations().await {
                 Ok(Some(rx)) => break rx,
@@ -171,7 +175,7 @@ impl SessionService {
             }
         };
         while let Some(event) = events.recv().await {
-            let Some(settings) = state.load().sessions.clone() else {
+            let Some(settings) = state() else {
                 continue;
             };
             match event {
@@ -221,17 +225,14 @@ impl SessionService {
         }
     }
 
-    async fn poll_revocations(self: Arc<Self>, state: Arc<ArcSwap<Generation>>) {
+    async fn poll_revocations(self: Arc<Self>, state: CurrentSettings) {
         let mut last = Timestamp::now();
         loop {
-            let interval = state
-                .load()
-                .sessions
-                .as_ref()
+            let interval = state()
                 .map(|s| s.revocation_poll_interval)
                 .unwrap_or(Duration::from_secs(10));
             tokio::time::sleep(interval).await;
-            let Some(settings) = state.load().sessions.clone() else {
+            let Some(settings) = state() else {
                 continue;
             };
             let started = Timestamp::now();
@@ -246,9 +247,9 @@ impl SessionService {
         }
     }
 
-    async fn cleanup(self: Arc<Self>, state: Arc<ArcSwap<Generation>>) {
+    async fn cleanup(self: Arc<Self>, state: CurrentSettings) {
         loop {
-            let Some(settings) = state.load().sessions.clone() else {
+            let Some(settings) = state() else {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 continue;
             };

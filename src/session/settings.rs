@@ -52,18 +52,7 @@ pub struct CookieSettings {
     pub allowed_origins: Vec<String>,
 }
 
-/// Which seed service a route family took over (`shared/seeds/`). Their
-/// clients show the server's `message` to users, so each family answers in
-/// its seed's words; the JSON shapes and `error` codes are shared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seed {
-    /// Seed 000, "Token Management - Refresh & Logout": `/refresh`, logout by
-    /// refresh token, `/logout-all`, `/sessions`.
-    TokenManagement,
-    /// Seed 003, the CareFlow EHR API: `/refresh-token` and logout by bearer
-    /// access token.
-    CareFlow,
-}
+pub use crate::error::Seed;
 
 /// A session route, parsed from the request path.
 #[derive(Debug, Clone, PartialEq, Eq)]

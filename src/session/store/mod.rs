@@ -620,6 +620,13 @@ pub(crate) fn session_from_columns(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn revoke_reasons_are_the_metric_labels() {
+        let spelled: Vec<&str> = RevokeReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(spelled, crate::metrics::REVOKE_REASONS);
+    }
+
     use super::*;
 
     fn session(expires_at: i64, revoked: Option<Revocation>) -> Session {
