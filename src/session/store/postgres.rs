@@ -14,9 +14,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::migrate::{AppliedMigration, Migrate as _, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{Executor as _, Postgres, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -31,7 +32,7 @@ use super::{
 pub const REVOCATION_CHANNEL: &str = "portcullis_revocations";
 
 /// Advisory-lock key serialising migrations across gateway processes
-/// (ASCII "portcull").
+/// (ASCII "portcull"); gateways before sqlx's migrator took it too.
 const MIGRATION_LOCK_KEY: i64 = 0x706f_7274_6375_6c6c;
 
 /// Attempts of an exchange that lost a serialisation or deadlock race.
@@ -326,6 +327,52 @@ async fn notify_revoked(
     Ok(())
 }
 
+/// Records in `_sqlx_migrations` what a gateway before sqlx's migrator
+/// applied (its [`migrations::LEGACY_TABLE`], if any), keeping the time it was
+/// applied; returns what `_sqlx_migrations` holds then.
+async fn adopt_legacy_bookkeeping(
+    tx: &mut Transaction<'static, Postgres>,
+    migrator: &Migrator,
+) -> Result<Vec<AppliedMigration>, StoreError> {
+    let fail = |e| migrations::error("postgres", migrator, e);
+    let recorded = tx.list_applied_migrations().await.map_err(fail)?;
+    let legacy_exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(migrations::LEGACY_TABLE)
+        .fetch_one(&mut **tx)
+        .await?;
+    if !legacy_exists {
+        return Ok(recorded);
+    }
+    let legacy: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM portcullis_schema_migrations")
+            .fetch_all(&mut **tx)
+            .await?;
+    let adopt = migrations::adoptable("postgres", migrator, &legacy, &recorded)?;
+    if adopt.is_empty() {
+        return Ok(recorded);
+    }
+    for migration in adopt {
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations
+                 (version, description, installed_on, success, checksum, execution_time)
+             SELECT version, $2, applied_at, TRUE, $3, -1
+             FROM portcullis_schema_migrations WHERE version = $1",
+        )
+        .bind(migration.version)
+        .bind(&*migration.description)
+        .bind(&*migration.checksum)
+        .execute(&mut **tx)
+        .await?;
+        tracing::info!(
+            engine = "postgres",
+            version = migration.version,
+            description = %migration.description,
+            "recorded a migration applied before sqlx's migrator in _sqlx_migrations"
+        );
+    }
+    tx.list_applied_migrations().await.map_err(fail)
+}
+
 #[async_trait]
 impl SessionStore for PostgresStore {
     fn engine(&self) -> &'static str {
@@ -333,57 +380,23 @@ impl SessionStore for PostgresStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = migrations::postgres().await?;
+        let fail = |e| migrations::error("postgres", &migrator, e);
         // Postgres DDL is transactional: the whole run commits or nothing
         // does, and the transaction-scoped advisory lock is released either
-        // way, so a failed run cannot leave a lock behind.
+        // way, so a failed run cannot leave a lock behind. sqlx applies each
+        // migration in a savepoint of this transaction.
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK_KEY)
             .execute(&mut *tx)
             .await?;
-        (&mut *tx)
-            .execute(sqlx::raw_sql(
-                "CREATE TABLE IF NOT EXISTS portcullis_schema_migrations (
-                 version     bigint      PRIMARY KEY,
-                 description text        NOT NULL,
-                 checksum    bytea       NOT NULL,
-                 applied_at  timestamptz NOT NULL DEFAULT now()
-             )",
-            ))
-            .await?;
-        let applied: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT version, checksum FROM portcullis_schema_migrations")
-                .fetch_all(&mut *tx)
-                .await?;
-        for migration in migrations::pending("postgres", migrations::POSTGRES, &applied)? {
-            (&mut *tx)
-                .execute(sqlx::raw_sql(migration.sql))
-                .await
-                .map_err(|e| {
-                    StoreError::Migration(format!(
-                        "postgres migration {} ({}): {}",
-                        migration.version,
-                        migration.description,
-                        StoreError::from(e)
-                    ))
-                })?;
-            sqlx::query(
-                "INSERT INTO portcullis_schema_migrations (version, description, checksum)
-                 VALUES ($1, $2, $3)",
-            )
-            .bind(migration.version)
-            .bind(migration.description)
-            .bind(migration.checksum())
-            .execute(&mut *tx)
-            .await?;
-            tracing::info!(
-                engine = "postgres",
-                version = migration.version,
-                description = migration.description,
-                "applied session store migration"
-            );
-        }
+        tx.ensure_migrations_table().await.map_err(fail)?;
+        let before = adopt_legacy_bookkeeping(&mut tx, &migrator).await?;
+        migrations::run(&migrator, &mut *tx).await.map_err(fail)?;
+        let after = tx.list_applied_migrations().await.map_err(fail)?;
         tx.commit().await?;
+        migrations::report("postgres", &migrator, &before, &after);
         Ok(())
     }
 

@@ -11,10 +11,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::migrate::{AppliedMigration, Migrate as _, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
-use sqlx::{Executor as _, Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -143,6 +144,54 @@ async fn session_in(
         .transpose()
 }
 
+/// Records in `_sqlx_migrations` what a gateway before sqlx's migrator
+/// applied (its [`migrations::LEGACY_TABLE`], if any), keeping the time it was
+/// applied; returns what `_sqlx_migrations` holds then.
+async fn adopt_legacy_bookkeeping(
+    tx: &mut Transaction<'static, Sqlite>,
+    migrator: &Migrator,
+) -> Result<Vec<AppliedMigration>, StoreError> {
+    let fail = |e| migrations::error("sqlite", migrator, e);
+    let recorded = tx.list_applied_migrations().await.map_err(fail)?;
+    let legacy_exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
+    )
+    .bind(migrations::LEGACY_TABLE)
+    .fetch_one(&mut **tx)
+    .await?;
+    if !legacy_exists {
+        return Ok(recorded);
+    }
+    let legacy: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM portcullis_schema_migrations")
+            .fetch_all(&mut **tx)
+            .await?;
+    let adopt = migrations::adoptable("sqlite", migrator, &legacy, &recorded)?;
+    if adopt.is_empty() {
+        return Ok(recorded);
+    }
+    for migration in adopt {
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations
+                 (version, description, installed_on, success, checksum, execution_time)
+             SELECT version, ?2, datetime(applied_at / 1000, 'unixepoch'), TRUE, ?3, -1
+             FROM portcullis_schema_migrations WHERE version = ?1",
+        )
+        .bind(migration.version)
+        .bind(&*migration.description)
+        .bind(&*migration.checksum)
+        .execute(&mut **tx)
+        .await?;
+        tracing::info!(
+            engine = "sqlite",
+            version = migration.version,
+            description = %migration.description,
+            "recorded a migration applied before sqlx's migrator in _sqlx_migrations"
+        );
+    }
+    tx.list_applied_migrations().await.map_err(fail)
+}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     fn engine(&self) -> &'static str {
@@ -150,53 +199,18 @@ impl SessionStore for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = migrations::sqlite().await?;
+        let fail = |e| migrations::error("sqlite", &migrator, e);
         // The write lock taken by BEGIN IMMEDIATE makes a second process wait
-        // and then find everything applied.
+        // and then find everything applied; sqlx applies each migration in a
+        // savepoint of this transaction.
         let mut tx = self.begin_write().await?;
-        (&mut *tx)
-            .execute(sqlx::raw_sql(
-                "CREATE TABLE IF NOT EXISTS portcullis_schema_migrations (
-                 version     INTEGER NOT NULL PRIMARY KEY,
-                 description TEXT    NOT NULL,
-                 checksum    BLOB    NOT NULL,
-                 applied_at  INTEGER NOT NULL
-             ) STRICT",
-            ))
-            .await?;
-        let applied: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT version, checksum FROM portcullis_schema_migrations")
-                .fetch_all(&mut *tx)
-                .await?;
-        for migration in migrations::pending("sqlite", migrations::SQLITE, &applied)? {
-            (&mut *tx)
-                .execute(sqlx::raw_sql(migration.sql))
-                .await
-                .map_err(|e| {
-                    StoreError::Migration(format!(
-                        "sqlite migration {} ({}): {}",
-                        migration.version,
-                        migration.description,
-                        StoreError::from(e)
-                    ))
-                })?;
-            sqlx::query(
-                "INSERT INTO portcullis_schema_migrations (version, description, checksum, applied_at)
-                 VALUES (?, ?, ?, ?)",
-            )
-            .bind(migration.version)
-            .bind(migration.description)
-            .bind(migration.checksum())
-            .bind(Timestamp::now().unix_millis())
-            .execute(&mut *tx)
-            .await?;
-            tracing::info!(
-                engine = "sqlite",
-                version = migration.version,
-                description = migration.description,
-                "applied session store migration"
-            );
-        }
+        tx.ensure_migrations_table().await.map_err(fail)?;
+        let before = adopt_legacy_bookkeeping(&mut tx, &migrator).await?;
+        migrations::run(&migrator, &mut *tx).await.map_err(fail)?;
+        let after = tx.list_applied_migrations().await.map_err(fail)?;
         tx.commit().await?;
+        migrations::report("sqlite", &migrator, &before, &after);
         Ok(())
     }
 
@@ -515,5 +529,154 @@ impl SessionStore for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(count.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    const SESSIONS_SQL: &str = include_str!("../../../migrations/sqlite/0001_sessions.sql");
+    /// 2024-01-02 03:04:05.678 UTC.
+    const APPLIED_AT_MS: i64 = 1_704_164_645_678;
+
+    async fn store_in(dir: &tempfile::TempDir) -> SqliteStore {
+        let path = dir.path().join("sessions.db");
+        SqliteStore::connect(path.to_str().unwrap(), true)
+            .await
+            .unwrap()
+    }
+
+    /// What `migrate` did before sqlx's migrator (up to commit 3c5b772),
+    /// statement for statement, recording `checksum` for migration 1.
+    async fn migrate_like_the_old_runner(store: &SqliteStore, checksum: Vec<u8>) {
+        let mut tx = store.begin_write().await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS portcullis_schema_migrations (
+                 version     INTEGER NOT NULL PRIMARY KEY,
+                 description TEXT    NOT NULL,
+                 checksum    BLOB    NOT NULL,
+                 applied_at  INTEGER NOT NULL
+             ) STRICT",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::raw_sql(SESSIONS_SQL).execute(&mut *tx).await.unwrap();
+        sqlx::query(
+            "INSERT INTO portcullis_schema_migrations (version, description, checksum, applied_at)
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(1_i64)
+        .bind("sessions")
+        .bind(checksum)
+        .bind(APPLIED_AT_MS)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    fn old_checksum() -> Vec<u8> {
+        Sha256::digest(SESSIONS_SQL.replace('\r', "").as_bytes()).to_vec()
+    }
+
+    /// `(version, description, installed_on, success, checksum)` rows.
+    async fn sqlx_bookkeeping(store: &SqliteStore) -> Vec<(i64, String, String, bool, Vec<u8>)> {
+        sqlx::query_as(
+            "SELECT version, description, installed_on, success, checksum
+             FROM _sqlx_migrations ORDER BY version",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap()
+    }
+
+    async fn table_exists(store: &SqliteStore, name: &str) -> bool {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = ?)")
+            .bind(name)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn database_migrated_by_the_old_runner_is_adopted_not_migrated_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        migrate_like_the_old_runner(&store, old_checksum()).await;
+        let (_token, hash) = super::super::new_refresh_token();
+        let session = store
+            .create_session(NewSession {
+                id: None,
+                subject: "user-1".into(),
+                claims: Default::default(),
+                device_info: None,
+                user_agent: None,
+                ip: None,
+                refresh_hash: hash,
+                session_ttl: Duration::from_secs(3600),
+                now: Timestamp::from_unix_millis(APPLIED_AT_MS),
+            })
+            .await
+            .unwrap();
+
+        // Running migration 1 again would fail: its tables exist.
+        store.migrate().await.expect("adopt the old bookkeeping");
+        let migrator = migrations::sqlite().await.unwrap();
+        let sessions = migrator.iter().next().unwrap();
+        assert_eq!(
+            sqlx_bookkeeping(&store).await,
+            vec![(
+                1,
+                "sessions".to_owned(),
+                "2024-01-02 03:04:05".to_owned(),
+                true,
+                sessions.checksum.to_vec()
+            )]
+        );
+        assert!(
+            table_exists(&store, "portcullis_schema_migrations").await,
+            "kept for old gateways"
+        );
+
+        store.migrate().await.expect("migrate again");
+        assert_eq!(sqlx_bookkeeping(&store).await.len(), 1);
+        assert_eq!(store.get_session(session.id).await.unwrap(), Some(session));
+    }
+
+    #[tokio::test]
+    async fn migration_edited_since_the_old_runner_applied_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        migrate_like_the_old_runner(&store, vec![0; 32]).await;
+        match store.migrate().await {
+            Err(e @ StoreError::Migration(_)) => assert!(
+                e.to_string()
+                    .contains("sqlite migration 1 (sessions) was changed after it was applied"),
+                "{e}"
+            ),
+            other => panic!("expected a migration error, got {other:?}"),
+        }
+        assert!(
+            !table_exists(&store, "_sqlx_migrations").await,
+            "nothing of the failed run is left"
+        );
+    }
+
+    #[tokio::test]
+    async fn fresh_database_gets_only_sqlx_bookkeeping() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        let rows = sqlx_bookkeeping(&store).await;
+        assert_eq!(
+            rows.iter().map(|r| (r.0, r.3)).collect::<Vec<_>>(),
+            [(1, true)]
+        );
+        assert!(!table_exists(&store, "portcullis_schema_migrations").await);
     }
 }
