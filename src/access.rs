@@ -10,7 +10,7 @@ use crate::jwt::{Rejection, VerifiedToken, Verifier};
 use crate::revoked::RevokedSet;
 
 /// Token from `Authorization: Bearer <t>` (scheme case-insensitive) or the cookie.
-pub fn extract_token<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Option<&'a str> {
+pub(crate) fn extract_token<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Option<&'a str> {
     if let Some(value) = headers.get(http::header::AUTHORIZATION) {
         let value = value.to_str().ok()?.trim();
         let (scheme, rest) = value.split_once(' ')?;
@@ -24,7 +24,7 @@ pub fn extract_token<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Option
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -38,7 +38,7 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Verifies `token` with the generation's keys and refuses tokens of revoked
 /// sessions. The boolean says whether the verification came from the cache.
-pub fn check(
+pub(crate) fn check(
     verifier: Option<&Verifier>,
     revoked: Option<&RevokedSet>,
     token: Option<&str>,

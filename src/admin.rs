@@ -18,7 +18,7 @@ use crate::reply::Reply;
 use crate::session::{admin_api, SessionService};
 
 /// Serves the admin endpoints.
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     pub state: Arc<ArcSwap<Generation>>,
     pub metrics: Arc<Metrics>,
     pub sessions: Option<Arc<SessionService>>,

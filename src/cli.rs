@@ -10,6 +10,7 @@ use crate::config;
 use crate::config::units::parse_duration;
 use crate::jwt::{mint, MintRequest};
 
+/// The `portcullis` command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "portcullis",
@@ -17,10 +18,12 @@ use crate::jwt::{mint, MintRequest};
     about = "Authenticating reverse proxy: inline JWT validation in front of unchanged backends"
 )]
 pub struct Cli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The `-c/--config` option shared by the subcommands that read a config.
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// Path to the YAML config.
@@ -28,6 +31,7 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+/// The top-level subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the gateway (SIGHUP reloads the config, SIGTERM drains and stops).
@@ -46,6 +50,7 @@ pub enum Command {
     Plugin(PluginCommand),
 }
 
+/// The `plugin` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
     /// Run a plugin on sample input: prints the header changes or the deny,
@@ -53,10 +58,12 @@ pub enum PluginCommand {
     Test(crate::plugin_cli::TestArgs),
 }
 
+/// The `token` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Sign a token with the config's signing key (`sign: true`).
     Mint {
+        /// The config whose signing key signs the token.
         #[command(flatten)]
         config: ConfigArg,
         /// Subject (`sub`).

@@ -61,7 +61,7 @@ const TIMEOUT_REPLY_GRACE: Duration = Duration::from_secs(2);
 /// Why the gateway closed a client connection (the `reason` label of
 /// `client_closes_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// The request head was not complete within `header_read_timeout`.
     HeadTimeout,
     /// The request body was not complete within `body_read_timeout`.
@@ -74,7 +74,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// The metric label, one of [`crate::metrics::CLIENT_CLOSE_REASONS`].
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CloseReason::HeadTimeout => "head_timeout",
             CloseReason::BodyTimeout => "body_timeout",
@@ -88,7 +88,7 @@ impl CloseReason {
 /// once a deadline has passed. pingora wraps it (see [`read_deadline`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("client read deadline passed ({})", .reason.as_str())]
-pub struct ReadDeadline {
+pub(crate) struct ReadDeadline {
     /// Which deadline passed.
     pub reason: CloseReason,
 }
@@ -101,7 +101,7 @@ pub struct ReadDeadline {
 /// cause is the `io::Error` carrying [`ReadDeadline`]. When the gateway reads
 /// the body itself (`session.read_request_body()`), the error it gets has the
 /// same shape.
-pub fn read_deadline(e: &pingora::Error) -> Option<CloseReason> {
+pub(crate) fn read_deadline(e: &pingora::Error) -> Option<CloseReason> {
     e.root_cause()
         .downcast_ref::<io::Error>()
         .filter(|io| io.kind() == io::ErrorKind::TimedOut)
@@ -152,7 +152,7 @@ impl Phase {
 }
 
 /// The limits and close counters every connection of the proxy listener shares.
-pub struct ClientGuard {
+pub(crate) struct ClientGuard {
     limits: ClientLimits,
     head_timeouts: IntCounter,
     body_timeouts: IntCounter,
@@ -163,7 +163,7 @@ pub struct ClientGuard {
 
 impl ClientGuard {
     /// Takes the limits and the `client_closes_total` / `client_connections` metrics.
-    pub fn new(limits: ClientLimits, metrics: &Metrics) -> ClientGuard {
+    pub(crate) fn new(limits: ClientLimits, metrics: &Metrics) -> ClientGuard {
         let closes =
             |reason: CloseReason| metrics.client_closes.with_label_values(&[reason.as_str()]);
         ClientGuard {
@@ -174,11 +174,6 @@ impl ClientGuard {
             refusals: closes(CloseReason::MaxConnections),
             open_gauge: metrics.client_connections.clone(),
         }
-    }
-
-    /// The limits this guard enforces.
-    pub fn limits(&self) -> &ClientLimits {
-        &self.limits
     }
 
     fn count(&self, reason: CloseReason) {
@@ -195,7 +190,13 @@ impl ClientGuard {
 /// The `408` written to a client whose request head stopped arriving. No part
 /// of a response exists yet for that request, so the socket is ours to write.
 fn head_timeout_reply() -> Vec<u8> {
-    let body = r#"{"success":false,"message":"The request head was not received in time","error":"request_timeout"}"#;
+    let timeout = crate::error::GatewayError::HeadTimeout;
+    let body = serde_json::json!({
+        "success": false,
+        "message": timeout.message(),
+        "error": timeout.code(),
+    })
+    .to_string();
     format!(
         "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -211,7 +212,7 @@ struct PendingReply {
 }
 
 /// A client connection with whole-phase read deadlines (see the module docs).
-pub struct GuardedStream {
+pub(crate) struct GuardedStream {
     inner: Stream,
     /// Written by the hooks through `&self` (they reach the stream through
     /// `&Session`), read by `poll_read`.
@@ -227,7 +228,7 @@ impl GuardedStream {
     /// Wraps a freshly accepted stream: its head must arrive within
     /// `header_read_timeout` of now. HTTP/2 streams (ALPN `h2`) are passed
     /// through unguarded.
-    pub fn new(inner: Stream, guard: Arc<ClientGuard>) -> GuardedStream {
+    pub(crate) fn new(inner: Stream, guard: Arc<ClientGuard>) -> GuardedStream {
         let now = Instant::now();
         let phase = if matches!(inner.selected_alpn_proto(), Some(ALPN::H2)) {
             Phase::Unguarded
@@ -523,7 +524,7 @@ fn guarded(session: &Session) -> Option<&GuardedStream> {
 /// `has_body`: the request has a body to read (`!session.is_body_empty()`);
 /// it must then be complete within `body_read_timeout`, else the connection
 /// has no read deadline until [`request_done`]. A no-op without a guard.
-pub fn head_read(session: &Session, has_body: bool) {
+pub(crate) fn head_read(session: &Session, has_body: bool) {
     if let Some(stream) = guarded(session) {
         stream.head_read(has_body);
     }
@@ -532,7 +533,7 @@ pub fn head_read(session: &Session, has_body: bool) {
 /// The request body is complete (`request_body_filter` with
 /// `end_of_stream`): the upstream may now take its time. A no-op without a
 /// guard, and harmless to call more than once.
-pub fn body_read(session: &Session) {
+pub(crate) fn body_read(session: &Session) {
     if let Some(stream) = guarded(session) {
         stream.body_read();
     }
@@ -542,7 +543,7 @@ pub fn body_read(session: &Session) {
 /// at most `keepalive_timeout`. Takes `&mut` to ask pingora whether the body
 /// was read to its end; if not, the body deadline keeps running for the drain
 /// pingora may do before reuse. A no-op without a guard.
-pub fn request_done(session: &mut Session) {
+pub(crate) fn request_done(session: &mut Session) {
     if guarded(session).is_none() {
         return;
     }
@@ -568,7 +569,7 @@ impl Drop for Slot<'_> {
 
 /// A [`ServerApp`] that caps open client connections and guards each one
 /// with a [`GuardedStream`]; everything else is `A`'s.
-pub struct GuardedApp<A> {
+pub(crate) struct GuardedApp<A> {
     inner: Arc<A>,
     guard: Arc<ClientGuard>,
     open: AtomicUsize,
@@ -576,7 +577,7 @@ pub struct GuardedApp<A> {
 
 impl<A> GuardedApp<A> {
     /// Guards `inner` (e.g. `Arc::new(pingora::proxy::http_proxy(&conf, gateway))`).
-    pub fn new(inner: Arc<A>, guard: Arc<ClientGuard>) -> GuardedApp<A> {
+    pub(crate) fn new(inner: Arc<A>, guard: Arc<ClientGuard>) -> GuardedApp<A> {
         GuardedApp {
             inner,
             guard,
@@ -585,7 +586,8 @@ impl<A> GuardedApp<A> {
     }
 
     /// Client connections open right now.
-    pub fn open_connections(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open_connections(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 

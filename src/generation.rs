@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::canonical::ReadPolicy;
 use crate::headers::HeaderPolicy;
 use crate::jwt::Verifier;
-pub use crate::logging::LogSettings;
+pub(crate) use crate::logging::LogSettings;
 use crate::route::Router;
 use crate::upstream::Upstream;
 

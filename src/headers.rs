@@ -9,7 +9,7 @@ use crate::canonical::{fold_header_name, HeaderError, UnderscoreHeaders};
 /// Identity headers stripped from every client request unless the config
 /// replaces the list. Covers what this gateway, its plugins and common
 /// auth proxies set, so a client can never pose as a verified user.
-pub const DEFAULT_IDENTITY_HEADERS: &[&str] = &[
+pub(crate) const DEFAULT_IDENTITY_HEADERS: &[&str] = &[
     "x-user-id",
     "x-user-role",
     "x-user-roles",
@@ -24,7 +24,7 @@ pub const DEFAULT_IDENTITY_HEADERS: &[&str] = &[
 ];
 
 /// Prefixes stripped the same way.
-pub const DEFAULT_IDENTITY_PREFIXES: &[&str] = &["x-auth-", "x-portcullis-"];
+pub(crate) const DEFAULT_IDENTITY_PREFIXES: &[&str] = &["x-auth-", "x-portcullis-"];
 
 /// What to strip and which header carries the request id.
 #[derive(Debug, Clone)]
@@ -117,7 +117,7 @@ impl HeaderPolicy {
 }
 
 /// Keeps an incoming request id when it is short and plain, else makes one.
-pub fn request_id(incoming: Option<&[u8]>) -> String {
+pub(crate) fn request_id(incoming: Option<&[u8]>) -> String {
     match incoming {
         Some(v)
             if !v.is_empty()

@@ -3,26 +3,31 @@
 //! It validates access JWTs inline on every upstream request and answers
 //! 401/403 itself, strips spoofed identity headers, and forwards verified
 //! identity to unchanged backends. See docs/architecture.md for the architecture; the
-//! request path lives in [`proxy`], configuration in [`config`].
+//! request path lives in `proxy`, configuration in [`config`].
 
-pub mod access;
-pub mod admin;
+// One place for the crate's lints: no unsafe code, every public item
+// documented, and `pub` only where the library's users need it.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub(crate) mod access;
+pub(crate) mod admin;
 pub mod canonical;
 pub mod cli;
 pub mod config;
-pub mod conn_guard;
-pub mod error;
-pub mod generation;
-pub mod headers;
+pub(crate) mod conn_guard;
+pub(crate) mod error;
+pub(crate) mod generation;
+pub(crate) mod headers;
 pub mod jwt;
-pub mod logging;
-pub mod metrics;
+pub(crate) mod logging;
+pub(crate) mod metrics;
 pub mod plugin;
-pub mod plugin_cli;
-pub mod proxy;
-pub mod reply;
+pub(crate) mod plugin_cli;
+pub(crate) mod proxy;
+pub(crate) mod reply;
 pub mod revoked;
 pub mod route;
-pub mod server;
+pub(crate) mod server;
 pub mod session;
-pub mod upstream;
+pub(crate) mod upstream;

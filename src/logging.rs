@@ -33,10 +33,10 @@ pub struct LogSettings {
 }
 
 /// Target of the gateway's spans; filter on it to enable or silence them.
-pub const SPAN_TARGET: &str = "portcullis::span";
+pub(crate) const SPAN_TARGET: &str = "portcullis::span";
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `level`.
-pub fn init(settings: &LogSettings) {
+pub(crate) fn init(settings: &LogSettings) {
     let filter = filter(
         settings.spans,
         std::env::var("RUST_LOG").ok(),

@@ -8,7 +8,7 @@ use prometheus::{
 };
 
 /// Results of `POST /refresh` (the `result` label of `auth_refresh_total`).
-pub const REFRESH_RESULTS: [&str; 10] = [
+pub(crate) const REFRESH_RESULTS: [&str; 10] = [
     "ok",
     "grace_replay",
     "invalid",
@@ -23,7 +23,7 @@ pub const REFRESH_RESULTS: [&str; 10] = [
 
 /// Reasons of `sessions_revoked_total` (the store's revoke reasons; a
 /// test in `session::store` keeps the two lists equal).
-pub const REVOKE_REASONS: [&str; 6] = [
+pub(crate) const REVOKE_REASONS: [&str; 6] = [
     "logout",
     "logout_all",
     "session_deleted",
@@ -33,10 +33,10 @@ pub const REVOKE_REASONS: [&str; 6] = [
 ];
 
 /// Scopes of `auth_logout_total`.
-pub const LOGOUT_SCOPES: [&str; 3] = ["session", "all", "single"];
+pub(crate) const LOGOUT_SCOPES: [&str; 3] = ["session", "all", "single"];
 
 /// Reasons a client connection is closed by the gateway (`client_closes_total`).
-pub const CLIENT_CLOSE_REASONS: [&str; 4] = [
+pub(crate) const CLIENT_CLOSE_REASONS: [&str; 4] = [
     "head_timeout",
     "body_timeout",
     "idle_timeout",
@@ -44,7 +44,7 @@ pub const CLIENT_CLOSE_REASONS: [&str; 4] = [
 ];
 
 /// Reasons a request is refused with 400/431 before routing (`request_refusals_total`).
-pub const REFUSAL_REASONS: [&str; 15] = [
+pub(crate) const REFUSAL_REASONS: [&str; 15] = [
     "not_origin_form",
     "invalid_escape",
     "control_character",

@@ -126,7 +126,7 @@ macro_rules! say {
 }
 
 /// Runs `plugin test`; returns 0 when the plugin continued or denied, 1 on failure.
-pub fn test(args: TestArgs) -> ExitCode {
+pub(crate) fn test(args: TestArgs) -> ExitCode {
     let mut report = Report::new(io::stdout().lock());
     match run(args, &mut report).and_then(|code| report.finish().map(|()| code)) {
         Ok(code) => code,

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 /// A response the gateway produces without the upstream.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub body: Value,
     pub headers: Vec<(&'static str, String)>,
@@ -21,7 +21,7 @@ pub struct Reply {
 impl Reply {
     /// `{"success":false,"message":…,"error":…}` with `status`. Refusals go
     /// through [`crate::error::GatewayError::into_reply`], which calls this.
-    pub fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
+    pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
         Reply {
             status,
             body: json!({"success": false, "message": message.into(), "error": code}),
@@ -31,7 +31,7 @@ impl Reply {
     }
 
     /// A success answer with `body` as is.
-    pub fn ok(status: u16, body: Value) -> Reply {
+    pub(crate) fn ok(status: u16, body: Value) -> Reply {
         Reply {
             status,
             body,
@@ -41,20 +41,20 @@ impl Reply {
     }
 
     /// Adds a response header.
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+    pub(crate) fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
         self
     }
 
     /// Closes the connection after the answer: for requests whose framing
     /// cannot be trusted, nothing more is read from that connection.
-    pub fn closing(mut self) -> Reply {
+    pub(crate) fn closing(mut self) -> Reply {
         self.close = true;
         self
     }
 
     /// Writes the reply, closing the body. `request_id` is echoed back.
-    pub async fn send(self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
+    pub(crate) async fn send(self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
         if self.close {
             // pingora then writes `Connection: close` and drops the connection.
             session.set_keepalive(None);
@@ -75,7 +75,7 @@ impl Reply {
 }
 
 /// RFC 6750 challenge. A request without credentials gets no error code.
-pub fn bearer_challenge(error: Option<(&str, &str)>) -> String {
+pub(crate) fn bearer_challenge(error: Option<(&str, &str)>) -> String {
     match error {
         None => r#"Bearer realm="portcullis""#.to_owned(),
         Some((code, description)) => {

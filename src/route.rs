@@ -26,12 +26,15 @@ pub enum AuthMode {
 /// canonical path, ASCII case-insensitively unless the route says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
+    /// `match.path`: the whole path, nothing more.
     Exact(String),
     /// Segment-aware: `/api` matches `/api` and `/api/x`, not `/apix`.
     Prefix(String),
 }
 
 impl PathMatch {
+    /// Whether the canonical `path` (as matched, without `;params`) is
+    /// accepted by this pattern.
     pub fn matches(&self, path: &str, case_sensitive: bool) -> bool {
         match self {
             PathMatch::Exact(p) => same(p, path, case_sensitive),
@@ -50,6 +53,7 @@ impl PathMatch {
         }
     }
 
+    /// The pattern, in canonical form.
     pub fn as_str(&self) -> &str {
         match self {
             PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
@@ -91,18 +95,23 @@ fn same_bytes(a: &[u8], b: &[u8], case_sensitive: bool) -> bool {
 pub struct Requirement {
     /// Dotted path into the claims, split once at load.
     pub claim: Vec<String>,
+    /// The claim path as written in `require[].claim`, for messages.
     pub claim_text: String,
+    /// What the claim's value must be.
     pub rule: Rule,
 }
 
+/// The test a required claim's value must pass.
 #[derive(Debug, Clone)]
 pub enum Rule {
     /// The claim, or any element of an array claim, is one of these.
     OneOf(Vec<Value>),
+    /// The claim equals this value exactly (`equals`).
     Equals(Value),
 }
 
 impl Requirement {
+    /// Whether `claims` satisfy the requirement; an absent claim never does.
     pub fn holds(&self, claims: &Map<String, Value>) -> bool {
         let mut parts = self.claim.iter();
         let Some(first) = parts.next() else {
@@ -128,17 +137,28 @@ impl Requirement {
 /// One compiled route.
 #[derive(Debug)]
 pub struct Route {
+    /// `name` from the config, as in logs, messages and metric labels.
     pub name: Arc<str>,
     /// Lower-case host without port; `None` matches any host.
     pub host: Option<String>,
+    /// `match.path` or `match.path_prefix`.
     pub path: PathMatch,
+    /// `match.methods`; `None` matches any method.
     pub methods: Option<Vec<Method>>,
     /// Index into the generation's upstream list.
     pub upstream: usize,
+    /// `auth` (default `required`).
     pub auth: AuthMode,
+    /// `strip_prefix`: removed from the path, by segments, before
+    /// forwarding; `None` removes nothing.
     pub strip_prefix: Option<String>,
+    /// `add_prefix`: put in front of the (stripped) path before forwarding;
+    /// `None` adds nothing.
     pub add_prefix: Option<String>,
+    /// `require`: claim checks that must all hold, else 403.
     pub requirements: Vec<Requirement>,
+    /// Whether the client's `Authorization` header reaches the upstream
+    /// (`forward_authorization`, default true).
     pub forward_authorization: bool,
     /// Compare paths case-sensitively (default: ASCII case-insensitive).
     pub case_sensitive: bool,
@@ -149,6 +169,8 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether a request fits this route: `host` lower-case without port,
+    /// `path` canonical as matched, and the method.
     pub fn matches(&self, host: Option<&str>, path: &str, method: &Method) -> bool {
         if let Some(want) = &self.host {
             if host != Some(want.as_str()) {
@@ -217,6 +239,7 @@ pub struct Router {
 }
 
 impl Router {
+    /// Routes in config order, the order they are tried in.
     pub fn new(routes: Vec<Route>) -> Router {
         Router { routes }
     }
@@ -229,10 +252,12 @@ impl Router {
             .find(|(_, r)| r.matches(host, path, method))
     }
 
+    /// The route at an index from [`find`](Self::find).
     pub fn get(&self, idx: usize) -> Option<&Route> {
         self.routes.get(idx)
     }
 
+    /// Every route, in match order.
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter()
     }

@@ -32,7 +32,7 @@ fn client_connection_buffers() -> L4BufferSettings {
 }
 
 /// Reloads on SIGHUP and owns the health-check tasks of the live generation.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     pub config_path: PathBuf,
     pub state: Arc<ArcSwap<Generation>>,
     pub metrics: Arc<Metrics>,
@@ -41,7 +41,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Re-reads the config; on success swaps it in, else keeps the old one.
-    pub fn reload(&self) -> Result<(), config::ConfigError> {
+    pub(crate) fn reload(&self) -> Result<(), config::ConfigError> {
         let current = self.state.load_full();
         match config::load(&self.config_path) {
             Ok(next) => {
@@ -124,7 +124,7 @@ impl BackgroundService for Supervisor {
 }
 
 /// Starts the gateway with an already compiled first generation. Never returns.
-pub fn run(config_path: PathBuf, first: Generation) -> ! {
+pub(crate) fn run(config_path: PathBuf, first: Generation) -> ! {
     let listeners = first.listeners.clone();
     let state = Arc::new(ArcSwap::from_pointee(first));
     let metrics = Arc::new(Metrics::new());

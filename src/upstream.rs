@@ -160,7 +160,7 @@ async fn probe(addr: SocketAddr, hc: &HealthCheck) -> bool {
 
 /// Starts one health-check loop per checked pool. The caller aborts the
 /// returned handles when the generation that owns the pools is replaced.
-pub fn spawn_health_checks(
+pub(crate) fn spawn_health_checks(
     upstreams: &[Arc<Upstream>],
     metrics: &Arc<Metrics>,
 ) -> Vec<tokio::task::JoinHandle<()>> {

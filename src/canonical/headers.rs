@@ -11,9 +11,13 @@ use pingora::http::RequestHeader;
 /// Why a request head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderError {
+    /// More than one `Authorization` header: which one is the credential?
     DuplicateAuthorization,
+    /// More than one `Host` header: which one picks the route?
     DuplicateHost,
+    /// `Content-Length` headers with different values.
     ContentLengthConflict,
+    /// Both `Transfer-Encoding` and `Content-Length` in the raw head.
     TransferEncodingWithContentLength,
     /// A line of the head ends in LF without CR.
     BareLineFeed,

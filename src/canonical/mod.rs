@@ -57,6 +57,8 @@ pub enum UnderscoreHeaders {
 pub struct ReadPolicy {
     /// Default for routes without their own `case_sensitive`.
     pub case_sensitive: bool,
+    /// How paths are canonicalised (`empty_segments`, `path_params`).
     pub path: PathRules,
+    /// `requests.underscore_headers` (default `drop`).
     pub underscore_headers: UnderscoreHeaders,
 }

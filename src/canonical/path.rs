@@ -25,20 +25,31 @@ use super::{EmptySegments, PathParams};
 /// The rules a path is read with (from the `requests` section).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PathRules {
+    /// `requests.empty_segments`: what `//` does (default `merge`).
     pub empty_segments: EmptySegments,
+    /// `requests.path_params`: what `;params` do (default `reject`).
     pub path_params: PathParams,
 }
 
 /// Why a path was refused; each has a fixed metric reason and message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
+    /// The path does not start with `/` (e.g. `*`, or empty).
     NotOriginForm,
+    /// A `%` not followed by two hex digits.
     InvalidEscape,
+    /// A control character or NUL, raw or percent-encoded.
     ControlCharacter,
+    /// A raw byte above 0x7F.
     NonAscii,
+    /// A `.` or `..` segment, in any spelling.
     DotSegment,
+    /// A raw `\`, or `%2F`, `%5C` or `%3B`.
     EncodedSeparator,
+    /// `//` while `empty_segments` is `reject`.
     EmptySegment,
+    /// `;params` while `path_params` is `reject`, or one that starts a
+    /// segment when they are kept.
     PathParameter,
 }
 

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 /// A reference to an environment variable that could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InterpolationError {
+pub(crate) struct InterpolationError {
     pub line: usize,
     pub column: usize,
     pub message: String,
@@ -28,7 +28,7 @@ enum Quote {
 /// Replaces every `${NAME}` / `${NAME:-default}` in `text` using `lookup`.
 /// `$${` is an escaped literal `${`. All problems are collected, not just the
 /// first, so an operator can fix them in one pass.
-pub fn interpolate(
+pub(crate) fn interpolate(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, Vec<InterpolationError>> {

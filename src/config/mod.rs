@@ -2,11 +2,11 @@
 //! into a [`Generation`]. Every problem is reported as `file:line:column:
 //! message`, all of them at once, each saying what to do.
 
-pub mod compile;
+pub(crate) mod compile;
 pub mod defaults;
-pub mod interpolate;
-pub mod raw;
-pub mod units;
+pub(crate) mod interpolate;
+pub(crate) mod raw;
+pub(crate) mod units;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,9 +16,14 @@ use crate::generation::Generation;
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The config file, as passed to [`load`].
     pub file: PathBuf,
+    /// 1-based line; 0 when the problem has no single place (the whole
+    /// file, or something missing), and then no `line:column` is printed.
     pub line: usize,
+    /// 1-based column; 0 together with `line`.
     pub column: usize,
+    /// What is wrong and, where there is something to do, what to do.
     pub message: String,
 }
 

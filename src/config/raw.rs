@@ -7,14 +7,14 @@ use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 
 use super::units::{ByteSize, HumanDuration, ListenAddr};
-pub use crate::canonical::{EmptySegments, PathParams, UnderscoreHeaders};
-pub use crate::logging::LogFormat;
-pub use crate::route::AuthMode;
+pub(crate) use crate::canonical::{EmptySegments, PathParams, UnderscoreHeaders};
+pub(crate) use crate::logging::LogFormat;
+pub(crate) use crate::route::AuthMode;
 
 /// Root of `portcullis.yaml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     pub listeners: RawListeners,
     #[serde(default)]
     pub log: RawLog,
@@ -40,7 +40,7 @@ pub struct RawConfig {
 /// The `sessions` section.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSessions {
+pub(crate) struct RawSessions {
     /// `sqlite:PATH` (relative to the config file) or `postgres://…`.
     pub store: Spanned<String>,
     /// Apply migrations at start (default true).
@@ -65,7 +65,7 @@ pub struct RawSessions {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRateLimit {
+pub(crate) struct RawRateLimit {
     pub per_ip: Option<u32>,
     pub per_token: Option<u32>,
     pub window: Option<HumanDuration>,
@@ -73,7 +73,7 @@ pub struct RawRateLimit {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSessionCookie {
+pub(crate) struct RawSessionCookie {
     pub name: Option<Spanned<String>>,
     pub secure: Option<bool>,
     pub csrf_header: Option<Spanned<String>>,
@@ -83,7 +83,7 @@ pub struct RawSessionCookie {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPool {
+pub(crate) struct RawPool {
     pub max_connections: Option<u32>,
     pub acquire_timeout: Option<HumanDuration>,
 }
@@ -91,7 +91,7 @@ pub struct RawPool {
 /// A route's `login` block: where the subject and claims are in the backend's answer.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLogin {
+pub(crate) struct RawLogin {
     /// JSON pointer into the 2xx JSON answer, e.g. `/user/id`.
     pub subject: Spanned<String>,
     /// Claim name → JSON pointer into the answer.
@@ -104,7 +104,7 @@ pub struct RawLogin {
 /// A Wasm plugin as configured (ABI v1, see plugins/ABI.md).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPlugin {
+pub(crate) struct RawPlugin {
     /// Path to the `.wasm` (or `.wat`) module, relative to the config file.
     pub module: Spanned<String>,
     /// Headers this plugin may set, append or remove.
@@ -127,21 +127,21 @@ pub struct RawPlugin {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PluginOnError {
+pub(crate) enum PluginOnError {
     Deny,
     Skip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PluginIsolation {
+pub(crate) enum PluginIsolation {
     Reused,
     PerRequest,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawListeners {
+pub(crate) struct RawListeners {
     pub proxy: Spanned<ListenAddr>,
     pub admin: Option<Spanned<ListenAddr>>,
     /// Worker threads of the proxy service (default: number of CPUs).
@@ -152,7 +152,7 @@ pub struct RawListeners {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLog {
+pub(crate) struct RawLog {
     #[serde(default)]
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `portcullis=debug,info`.
@@ -166,7 +166,7 @@ pub struct RawLog {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawJwt {
+pub(crate) struct RawJwt {
     /// Required `iss`; absent means any issuer.
     pub issuer: Option<Spanned<OneOrMany>>,
     /// Accepted `aud` values; absent means `aud` is not checked.
@@ -183,13 +183,13 @@ pub struct RawJwt {
 /// A YAML scalar or a list of scalars.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum OneOrMany {
+pub(crate) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 impl OneOrMany {
-    pub fn into_vec(self) -> Vec<String> {
+    pub(crate) fn into_vec(self) -> Vec<String> {
         match self {
             OneOrMany::One(s) => vec![s],
             OneOrMany::Many(v) => v,
@@ -199,7 +199,7 @@ impl OneOrMany {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawKey {
+pub(crate) struct RawKey {
     pub kid: Spanned<String>,
     pub algorithms: Spanned<Vec<Spanned<String>>>,
     /// HMAC secret as text.
@@ -218,7 +218,7 @@ pub struct RawKey {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHeaders {
+pub(crate) struct RawHeaders {
     /// Identity headers removed from every client request before anything else.
     pub identity: Option<Vec<Spanned<String>>>,
     /// Header-name prefixes removed the same way (case-insensitive).
@@ -229,7 +229,7 @@ pub struct RawHeaders {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
+pub(crate) struct RawLimits {
     /// Largest request body the gateway reads itself (auth routes).
     pub max_body_size: Option<ByteSize>,
     /// Largest total size of request header names and values; above it: 431.
@@ -247,7 +247,7 @@ pub struct RawLimits {
 /// The `requests` section: how every request is read, one way.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRequests {
+pub(crate) struct RawRequests {
     /// Route paths match case-sensitively (default false: `/API` meets `/api`'s rules).
     pub case_sensitive: Option<bool>,
     /// `merge` (default) folds `//` into `/`; `reject` answers 400.
@@ -260,7 +260,7 @@ pub struct RawRequests {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawUpstream {
+pub(crate) struct RawUpstream {
     pub targets: Spanned<Vec<Spanned<String>>>,
     pub connect_timeout: Option<HumanDuration>,
     pub read_timeout: Option<HumanDuration>,
@@ -270,7 +270,7 @@ pub struct RawUpstream {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHealthCheck {
+pub(crate) struct RawHealthCheck {
     pub interval: Option<HumanDuration>,
     pub timeout: Option<HumanDuration>,
     /// HTTP path to GET; absent means a TCP connect check.
@@ -283,7 +283,7 @@ pub struct RawHealthCheck {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRoute {
+pub(crate) struct RawRoute {
     pub name: Spanned<String>,
     #[serde(rename = "match")]
     pub matcher: Spanned<RawMatch>,
@@ -309,7 +309,7 @@ pub struct RawRoute {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawMatch {
+pub(crate) struct RawMatch {
     pub host: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
@@ -318,7 +318,7 @@ pub struct RawMatch {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRequirement {
+pub(crate) struct RawRequirement {
     pub claim: Spanned<String>,
     /// The claim (or one element of an array claim) must be one of these.
     #[serde(rename = "in")]

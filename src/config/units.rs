@@ -9,10 +9,10 @@ use serde::Deserialize;
 
 /// A duration written as a number with a unit: `ms`, `s`, `m`, `h`, `d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
+pub(crate) struct HumanDuration(pub Duration);
 
 /// Parses `250ms`, `30s`, `15m`, `12h`, `7d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
         format!("duration `{text}` has no unit: write e.g. `30s`, `15m`, `7d`, `250ms`")
@@ -60,7 +60,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// A listen address `IP:PORT`, with an error that says how to write one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenAddr(pub std::net::SocketAddr);
+pub(crate) struct ListenAddr(pub std::net::SocketAddr);
 
 impl<'de> Deserialize<'de> for ListenAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -75,10 +75,10 @@ impl<'de> Deserialize<'de> for ListenAddr {
 
 /// A byte count: a plain integer or one with `B`, `KiB`, `MiB`, `KB`, `MB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub usize);
+pub(crate) struct ByteSize(pub usize);
 
 /// Parses `4096`, `8KiB`, `1MiB`, `16KB`.
-pub fn parse_byte_size(text: &str) -> Result<usize, String> {
+pub(crate) fn parse_byte_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -12,6 +12,7 @@ use super::token::VerifiedToken;
 
 const SHARDS: usize = 16;
 
+/// Verified tokens of one config generation, by token text.
 pub struct TokenCache {
     shards: Vec<Mutex<HashMap<Box<str>, Arc<VerifiedToken>>>>,
     per_shard: usize,
@@ -34,6 +35,8 @@ impl TokenCache {
         &self.shards[h % SHARDS]
     }
 
+    /// The cached verification of `token`, if any. Expiry is not checked:
+    /// the caller compares `exp` with its own leeway.
     pub fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
         if self.per_shard == 0 {
             return None;
@@ -42,12 +45,15 @@ impl TokenCache {
         shard.get(token).cloned()
     }
 
+    /// Forgets `token` (e.g. once it is found expired).
     pub fn remove(&self, token: &str) {
         if let Ok(mut shard) = self.shard(token).lock() {
             shard.remove(token);
         }
     }
 
+    /// Caches a verified token. `now` (Unix seconds) decides which entries a
+    /// full shard sheds as expired before it is emptied.
     pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>, now: u64) {
         if self.per_shard == 0 {
             return;
@@ -72,6 +78,7 @@ impl TokenCache {
             .sum()
     }
 
+    /// Whether no token is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -11,7 +11,9 @@ pub enum KeyMaterial {
     Secret(Vec<u8>),
     /// PEM public key, plus the PEM private key when this key signs.
     Pem {
+        /// PEM public key: verifies tokens.
         public: Vec<u8>,
+        /// PEM private key (`private_key_file`); `None` when not given.
         private: Option<Vec<u8>>,
     },
 }
@@ -19,27 +21,40 @@ pub enum KeyMaterial {
 /// A problem with one key, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The name is not a supported JWT algorithm; holds it as written.
     #[error("`{0}` is not a JWT algorithm: use HS256/384/512, RS256/384/512, PS256/384/512, ES256, ES384 or EdDSA")]
     UnknownAlgorithm(String),
+    /// `none` (any case): unsigned tokens are never accepted.
     #[error("algorithm `none` is never accepted")]
     NoneAlgorithm,
+    /// The key's `algorithms` list is empty.
     #[error("a key needs at least one algorithm")]
     NoAlgorithms,
+    /// `algorithms` needs more than one kind of key material; holds the list.
     #[error("algorithms {0} mix key types: give each key type its own key entry")]
     MixedFamilies(String),
+    /// The material does not fit the algorithm (a secret for RS256, a PEM
+    /// for HS256).
     #[error("{alg} needs {needs}, but this key has {has}")]
     WrongMaterial {
+        /// The key's first algorithm.
         alg: &'static str,
+        /// The material that algorithm needs, naming the config keys.
         needs: &'static str,
+        /// The material configured.
         has: &'static str,
     },
+    /// A PEM could not be read as the key type the algorithms need.
     #[error(
         "the PEM is not a valid {expected} key ({detail}): check the file holds the right key type"
     )]
     BadPem {
+        /// The key type expected, e.g. `RSA public`.
         expected: &'static str,
+        /// The parser's message.
         detail: String,
     },
+    /// The HMAC secret is empty.
     #[error("HMAC secret is empty")]
     EmptySecret,
 }
@@ -79,7 +94,9 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm, KeyError> {
 
 /// One configured key.
 pub struct Key {
+    /// The `kid` tokens name this key by (`jwt.keys[].kid`).
     pub kid: String,
+    /// Algorithms accepted with this key (`algorithms`); the first signs.
     pub algorithms: Vec<Algorithm>,
     pub(crate) decoding: DecodingKey,
     pub(crate) encoding: Option<EncodingKey>,
@@ -232,6 +249,7 @@ impl KeySet {
         }
     }
 
+    /// Whether no key is configured.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -249,10 +267,13 @@ impl KeySet {
             .filter(move |(_, k)| k.algorithms.contains(&alg))
     }
 
+    /// The key at an index from [`by_kid`](Self::by_kid) or
+    /// [`accepting`](Self::accepting).
     pub fn get(&self, idx: usize) -> Option<&Key> {
         self.keys.get(idx)
     }
 
+    /// Every key, in config order.
     pub fn iter(&self) -> impl Iterator<Item = &Key> {
         self.keys.iter()
     }

@@ -15,19 +15,28 @@ pub const RESERVED_CLAIMS: [&str; 7] = ["sub", "sid", "iat", "exp", "iss", "aud"
 /// What goes into a minted token besides the registered claims.
 #[derive(Debug, Clone, Default)]
 pub struct MintRequest {
+    /// The `sub` claim: whom the token is for.
     pub sub: String,
+    /// The `sid` claim: the session the token belongs to; `None` for tokens
+    /// outside a session (`portcullis token mint`).
     pub sid: Option<String>,
+    /// Lifetime: `exp` is `iat` plus this, in whole seconds.
     pub ttl: Duration,
+    /// The `iss` claim; `None` leaves it out.
     pub issuer: Option<String>,
+    /// The `aud` claim; `None` leaves it out.
     pub audience: Option<String>,
     /// Extra claims (e.g. `role`); registered claims here are overwritten.
     pub claims: Map<String, Value>,
 }
 
+/// Why no token could be minted.
 #[derive(Debug, thiserror::Error)]
 pub enum MintError {
+    /// No key has `sign: true` with material that can sign.
     #[error("no key has `sign: true` (with a private key for asymmetric algorithms): mark one key as the signing key")]
     NoSigningKey,
+    /// The signing library refused; holds its message.
     #[error("signing failed: {0}")]
     Signing(String),
 }

@@ -6,10 +6,13 @@ use serde_json::{Map, Value};
 /// A token that passed every check. Shared through the cache.
 #[derive(Debug)]
 pub struct VerifiedToken {
+    /// Every claim of the payload, as verified.
     pub claims: Map<String, Value>,
     /// The claims as JSON, serialized once, handed to plugins.
     pub claims_json: Vec<u8>,
+    /// `sub`, when present and a string.
     pub sub: Option<String>,
+    /// `sid`, when present and a string (whether or not it is a UUID).
     pub sid: Option<String>,
     /// `sid` parsed as a session id (checked against the revoked set).
     pub session_id: Option<uuid::Uuid>,

@@ -31,17 +31,34 @@ pub struct VerifyPolicy {
 /// `description()` the text sent in `error_description`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
+    /// The request carries no access token (header or cookie).
     Missing,
-    TooLarge { limit: usize },
+    /// The token is longer than `jwt.max_token_size`.
+    TooLarge {
+        /// `jwt.max_token_size`, in bytes.
+        limit: usize,
+    },
+    /// The token cannot be decoded; the text says what is wrong with it.
     Malformed(&'static str),
+    /// `alg` is `none`, unsupported, or not allowed for the key; the text
+    /// is the description.
     BadAlgorithm(String),
+    /// The `kid` names no configured key.
     UnknownKid,
+    /// The signature does not match the key (without `kid`: any key).
     BadSignature,
+    /// `exp` is past, beyond the leeway.
     Expired,
+    /// `nbf` is in the future, beyond the leeway.
     NotYetValid,
+    /// `iss` is not one of `jwt.issuer`.
     BadIssuer,
+    /// `aud` is not one of `jwt.audience`.
     BadAudience,
+    /// A required claim (`exp`, and `iss`/`aud` when checked) is absent;
+    /// holds its name.
     MissingClaim(String),
+    /// The token's session (`sid`) has been revoked.
     Revoked,
 }
 
@@ -100,6 +117,8 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// Builds the per-key validations once; `cache_entries`
+    /// (`jwt.cache_entries`) sizes the token cache, 0 disables it.
     pub fn new(keys: KeySet, policy: VerifyPolicy, cache_entries: usize) -> Verifier {
         let validations = keys
             .iter()
@@ -136,10 +155,12 @@ impl Verifier {
         }
     }
 
+    /// The keys tokens are checked against.
     pub fn keys(&self) -> &KeySet {
         &self.keys
     }
 
+    /// The claim checks applied to every token.
     pub fn policy(&self) -> &VerifyPolicy {
         &self.policy
     }
@@ -272,7 +293,7 @@ fn map_error(kind: &ErrorKind) -> Rejection {
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -11,51 +11,95 @@ use std::time::Duration;
 pub enum PluginError {
     /// The Wasm engine could not be set up (nothing to do with a plugin).
     #[error("plugin host: {detail}")]
-    Engine { detail: String },
+    Engine {
+        /// What could not be set up, and why.
+        detail: String,
+    },
 
     /// The plugin's settings are unusable (name, limits).
     #[error("plugin `{plugin}`: {detail}")]
-    InvalidSpec { plugin: String, detail: String },
+    InvalidSpec {
+        /// Plugin name from the config.
+        plugin: String,
+        /// Which setting is wrong and why.
+        detail: String,
+    },
 
     /// `allow_headers` names a header no plugin may touch.
     #[error(
         "plugin `{plugin}`: `{header}` may never be set by a plugin; remove it from allow_headers"
     )]
-    ForbiddenHeader { plugin: String, header: String },
+    ForbiddenHeader {
+        /// Plugin name from the config.
+        plugin: String,
+        /// The offending `allow_headers` entry.
+        header: String,
+    },
 
     /// `request_headers` names a credential header.
     #[error("plugin `{plugin}`: `{header}` carries credentials and is never shown to plugins; remove it from request_headers")]
-    ForbiddenRequestHeader { plugin: String, header: String },
+    ForbiddenRequestHeader {
+        /// Plugin name from the config.
+        plugin: String,
+        /// The offending `request_headers` entry.
+        header: String,
+    },
 
     /// The bytes are neither a valid Wasm module nor valid WAT text.
     #[error("plugin `{plugin}`: not a valid Wasm module: {detail}")]
-    Compile { plugin: String, detail: String },
+    Compile {
+        /// Plugin name from the config.
+        plugin: String,
+        /// The compiler's message.
+        detail: String,
+    },
 
     /// The module imports something the gateway does not provide (WASI, env).
     #[error("plugin `{plugin}`: imports `{import}`, which this gateway does not provide (plugins get no WASI; ABI v1 offers only module `portcullis`: set_header, append_header, remove_header, deny, log)")]
-    UnknownImport { plugin: String, import: String },
+    UnknownImport {
+        /// Plugin name from the config.
+        plugin: String,
+        /// The import, as `module::name`.
+        import: String,
+    },
 
     /// A required ABI v1 export is absent.
     #[error("plugin `{plugin}`: missing export `{export}`: build the plugin with the v1 SDK or export it by hand (see plugins/ABI.md)")]
-    MissingExport { plugin: String, export: String },
+    MissingExport {
+        /// Plugin name from the config.
+        plugin: String,
+        /// Name of the absent export.
+        export: String,
+    },
 
     /// An ABI export or import has the wrong type.
     #[error("plugin `{plugin}`: {item} has type {found}, ABI v1 needs {expected}")]
     WrongType {
+        /// Plugin name from the config.
         plugin: String,
+        /// Which one, as `import ...` or `export ...`.
         item: String,
+        /// The type the module declares.
         found: String,
+        /// The type ABI v1 requires.
         expected: String,
     },
 
     /// `portcullis_abi_version` answered something other than 1.
     #[error("plugin `{plugin}`: module exports ABI version {found}, this gateway speaks version 1: rebuild the plugin against the v1 SDK")]
-    AbiVersion { plugin: String, found: i32 },
+    AbiVersion {
+        /// Plugin name from the config.
+        plugin: String,
+        /// The version the module reported.
+        found: i32,
+    },
 
     /// `portcullis_init` returned nonzero: the plugin rejected its config.
     #[error("plugin `{plugin}`: rejected its config (portcullis_init returned {code}){}", join_messages(.messages))]
     ConfigRejected {
+        /// Plugin name from the config.
         plugin: String,
+        /// What `portcullis_init` returned.
         code: i32,
         /// Error and warning lines the plugin logged during init.
         messages: Vec<String>,
@@ -64,30 +108,61 @@ pub enum PluginError {
     /// An instance could not be created or initialised (pool exhausted,
     /// initial memory above the limit, init trapped).
     #[error("plugin `{plugin}`: cannot start an instance: {detail}")]
-    Instantiate { plugin: String, detail: String },
+    Instantiate {
+        /// Plugin name from the config.
+        plugin: String,
+        /// Why the instance could not start.
+        detail: String,
+    },
 
     /// The call ran past its deadline and was interrupted.
     #[error("plugin `{plugin}`: ran past its {}ms deadline and was stopped", .deadline.as_millis())]
-    Timeout { plugin: String, deadline: Duration },
+    Timeout {
+        /// Plugin name from the config.
+        plugin: String,
+        /// The plugin's `limits.deadline` (`timeout` in the config).
+        deadline: Duration,
+    },
 
     /// The guest trapped (unreachable, out-of-bounds access, stack overflow…).
     #[error("plugin `{plugin}`: trapped: {detail}")]
-    Trap { plugin: String, detail: String },
+    Trap {
+        /// Plugin name from the config.
+        plugin: String,
+        /// The trap, as the engine describes it.
+        detail: String,
+    },
 
     /// The guest needed more memory than its limit (and trapped, or its
     /// allocator gave up).
     #[error("plugin `{plugin}`: ran out of memory (limit {limit} bytes; raise limits.memory_bytes if the plugin legitimately needs more)")]
-    MemoryExhausted { plugin: String, limit: usize },
+    MemoryExhausted {
+        /// Plugin name from the config.
+        plugin: String,
+        /// The plugin's `limits.memory_bytes` (`memory_limit` in the config),
+        /// in bytes.
+        limit: usize,
+    },
 
     /// The guest tried a header write its allow-list or the header rules
     /// refuse; the whole invocation is void.
     #[error("plugin `{plugin}`: policy violation: {detail}")]
-    PolicyViolation { plugin: String, detail: String },
+    PolicyViolation {
+        /// Plugin name from the config.
+        plugin: String,
+        /// Which write was refused and why.
+        detail: String,
+    },
 
     /// The guest broke the ABI: unknown return code, deny without a 4xx,
     /// out-of-bounds pointers, a buffer it handed out that does not fit.
     #[error("plugin `{plugin}`: bad answer: {detail}")]
-    BadAnswer { plugin: String, detail: String },
+    BadAnswer {
+        /// Plugin name from the config.
+        plugin: String,
+        /// What the guest got wrong.
+        detail: String,
+    },
 
     /// Claims plus request JSON exceed `limits.max_input_bytes`; the guest
     /// was not called.
@@ -95,8 +170,11 @@ pub enum PluginError {
         "plugin `{plugin}`: input is {size} bytes, more than limits.max_input_bytes ({limit})"
     )]
     InputTooLarge {
+        /// Plugin name from the config.
         plugin: String,
+        /// Size of the input over the cap (claims or request JSON), in bytes.
         size: usize,
+        /// The plugin's `limits.max_input_bytes`, in bytes.
         limit: usize,
     },
 }

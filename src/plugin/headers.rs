@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue};
 pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
 
 /// Longest header name a plugin may write, in bytes (longer is "invalid").
-pub const MAX_HEADER_NAME_BYTES: usize = 256;
+pub(super) const MAX_HEADER_NAME_BYTES: usize = 256;
 
 /// Headers no plugin may set, append or remove, whatever its allow-list says:
 /// routing (`host`), credentials, message framing and hop-by-hop headers.

@@ -259,15 +259,21 @@ pub enum Outcome {
     /// Answer the client with this 4xx and message (message: at most 1 KiB,
     /// valid UTF-8, chosen by the plugin, so not trusted for markup).
     Deny {
+        /// HTTP status for the client, always 400..=499.
         status: u16,
+        /// Text for the response body.
         message: String,
+        /// Name of the plugin that denied.
         plugin: String,
     },
     /// The plugin failed. From a chain, `skipped` is always false (skipped
     /// failures do not stop it); the caller answers 5xx without detail.
     Failed {
+        /// Name of the plugin that failed.
         plugin: String,
+        /// What went wrong, for the log (never shown to the client).
         error: PluginError,
+        /// Whether the plugin's `on_error` is `skip`.
         skipped: bool,
     },
 }

@@ -24,7 +24,7 @@ use crate::route::Route;
 
 /// How the auth step ended, for metrics and the access log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum AuthOutcome {
+pub(crate) enum AuthOutcome {
     #[default]
     NotChecked,
     Anonymous,
@@ -46,7 +46,7 @@ impl AuthOutcome {
 }
 
 /// Per-request state shared across phases.
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     pub(super) generation: Option<Arc<Generation>>,
     pub(super) route: Option<usize>,
     pub(super) request_id: String,

@@ -26,14 +26,14 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, Result};
 
-pub use context::{AuthOutcome, RequestCtx};
+pub(crate) use context::{AuthOutcome, RequestCtx};
 
 use crate::generation::Generation;
 use crate::metrics::Metrics;
 use crate::session::SessionService;
 
 /// The gateway: reads the current generation on every request.
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub state: Arc<ArcSwap<Generation>>,
     pub metrics: Arc<Metrics>,
     /// The session store and revoked set; `None` without a `sessions` section.
@@ -43,7 +43,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(
+    pub(crate) fn new(
         state: Arc<ArcSwap<Generation>>,
         metrics: Arc<Metrics>,
         sessions: Option<Arc<SessionService>>,

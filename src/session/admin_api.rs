@@ -18,13 +18,13 @@ use crate::metrics::Metrics;
 use crate::reply::Reply;
 
 /// Path prefix of the admin session API.
-pub const PREFIX: &str = "/admin/sessions";
+pub(crate) const PREFIX: &str = "/admin/sessions";
 
 /// Longest subject accepted (matches what login interception stores).
 const MAX_SUBJECT: usize = 256;
 
 /// Answers `/admin/sessions[/{id}]`.
-pub async fn handle(
+pub(crate) async fn handle(
     settings: Option<&SessionSettings>,
     verifier: Option<&Verifier>,
     max_body_size: usize,

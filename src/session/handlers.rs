@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::reply::Reply;
 
 /// What a session handler works with for one request.
-pub struct AuthApi<'a> {
+pub(crate) struct AuthApi<'a> {
     /// The generation's token keys (they verify bearers and sign tokens).
     pub verifier: Option<&'a Verifier>,
     /// `limits.max_body_size`: the largest body a handler reads.
@@ -33,7 +33,7 @@ pub struct AuthApi<'a> {
 
 /// Maps a store failure to the refusal; logs what the operator needs (the
 /// client only learns whether to try again).
-pub fn store_failure(error: &StoreError) -> GatewayError {
+pub(crate) fn store_failure(error: &StoreError) -> GatewayError {
     if error.is_unavailable() {
         tracing::warn!(%error, "session store unavailable");
         GatewayError::StoreUnavailable
@@ -44,7 +44,7 @@ pub fn store_failure(error: &StoreError) -> GatewayError {
 }
 
 /// `{"id": sub, …captured claims}`, the seed services' `user` object.
-pub fn user_json(session: &Session) -> Value {
+pub(crate) fn user_json(session: &Session) -> Value {
     let mut user = Map::new();
     user.insert("id".into(), Value::String(session.subject.clone()));
     for (k, v) in &session.claims {
@@ -56,7 +56,7 @@ pub fn user_json(session: &Session) -> Value {
 }
 
 /// One entry of `data.sessions`.
-pub fn session_json(session: &Session, current: Option<Uuid>) -> Value {
+pub(crate) fn session_json(session: &Session, current: Option<Uuid>) -> Value {
     json!({
         "id": session.id,
         "deviceInfo": session.device_info,
@@ -70,7 +70,7 @@ pub fn session_json(session: &Session, current: Option<Uuid>) -> Value {
 }
 
 /// Tokens handed out at login or refresh.
-pub struct IssuedTokens {
+pub(crate) struct IssuedTokens {
     pub access_token: String,
     pub expires_in: u64,
     pub refresh_token: String,
@@ -79,7 +79,7 @@ pub struct IssuedTokens {
 impl IssuedTokens {
     /// The token fields (`accessToken`, `refreshToken` unless it travels in
     /// the cookie, `tokenType`, `expiresIn`) as a JSON object.
-    pub fn fields(&self, settings: &SessionSettings) -> Map<String, Value> {
+    pub(crate) fn fields(&self, settings: &SessionSettings) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("accessToken".into(), self.access_token.clone().into());
         if settings.cookie.is_none() {
@@ -91,7 +91,7 @@ impl IssuedTokens {
     }
 
     /// The refresh cookie for these tokens, in cookie mode.
-    pub fn cookie(
+    pub(crate) fn cookie(
         &self,
         settings: &SessionSettings,
         session: &Session,
@@ -108,7 +108,7 @@ impl IssuedTokens {
 }
 
 /// Signs an access token for `session`, never outliving it.
-pub fn mint_access(
+pub(crate) fn mint_access(
     verifier: Option<&Verifier>,
     settings: &SessionSettings,
     session: &Session,
@@ -140,7 +140,7 @@ pub fn mint_access(
 }
 
 /// Who a new session is for: from login interception or the admin API.
-pub struct SessionDraft {
+pub(crate) struct SessionDraft {
     pub subject: String,
     pub claims: Map<String, Value>,
     pub device_info: Option<String>,
@@ -154,7 +154,7 @@ fn ok(message: &str) -> Value {
 
 impl AuthApi<'_> {
     /// Answers one session route. Never panics on client input.
-    pub async fn handle(&self, endpoint: Endpoint, session: &mut ServerSession) -> Reply {
+    pub(crate) async fn handle(&self, endpoint: Endpoint, session: &mut ServerSession) -> Reply {
         let method = session.req_header().method.clone();
         if method != endpoint.method() {
             return GatewayError::MethodNotAllowed {
@@ -179,7 +179,7 @@ impl AuthApi<'_> {
     }
 
     /// Stores a new session and issues its first tokens.
-    pub async fn open_session(
+    pub(crate) async fn open_session(
         &self,
         draft: SessionDraft,
     ) -> Result<(Session, IssuedTokens, Timestamp), GatewayError> {
@@ -515,7 +515,7 @@ impl AuthApi<'_> {
 }
 
 /// 429 with `Retry-After` in whole seconds (at least 1).
-pub fn rate_limited(wait: Duration) -> GatewayError {
+pub(crate) fn rate_limited(wait: Duration) -> GatewayError {
     GatewayError::RateLimited {
         retry_after_secs: super::ratelimit::retry_after_secs(wait),
     }

@@ -16,7 +16,7 @@ use super::LoginCapture;
 use crate::error::GatewayError;
 
 /// One login exchange, as the proxy hands it over.
-pub struct LoginExchange<'a> {
+pub(crate) struct LoginExchange<'a> {
     /// Upstream connections of login routes.
     pub connector: &'a Connector,
     /// The target the proxy picked.
@@ -35,7 +35,7 @@ pub struct LoginExchange<'a> {
 
 /// Runs the exchange and writes the answer itself; `Err` is an answer to
 /// send instead (nothing has been written then).
-pub async fn intercept_login(
+pub(crate) async fn intercept_login(
     session: &mut Session,
     exchange: LoginExchange<'_>,
 ) -> Result<(), GatewayError> {

@@ -16,19 +16,19 @@ use super::LoginCapture;
 use crate::error::GatewayError;
 
 /// Largest backend answer a login route reads (a login answer is small).
-pub const MAX_LOGIN_RESPONSE: usize = 1024 * 1024;
+pub(crate) const MAX_LOGIN_RESPONSE: usize = 1024 * 1024;
 
 /// Longest subject or device description stored.
 const MAX_TEXT: usize = 256;
 
 /// The backend's answer, read completely.
-pub struct UpstreamAnswer {
+pub(crate) struct UpstreamAnswer {
     pub header: ResponseHeader,
     pub body: Vec<u8>,
 }
 
 /// Sends `request` with `body` to `peer` and reads the whole answer.
-pub async fn exchange(
+pub(crate) async fn exchange(
     connector: &Connector,
     peer: &HttpPeer,
     request: RequestHeader,
@@ -93,7 +93,7 @@ fn scalar_text(value: &Value) -> Option<String> {
 impl AuthApi<'_> {
     /// Opens a session from a 2xx JSON login answer and rewrites the body.
     /// Returns the new body and the refresh cookie (cookie mode).
-    pub async fn open_session_from_login(
+    pub(crate) async fn open_session_from_login(
         &self,
         capture: &LoginCapture,
         request_body: &[u8],

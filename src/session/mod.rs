@@ -2,17 +2,17 @@
 //! login interception, the admin session API, the in-memory revoked set, and
 //! the storage of sessions and refresh tokens behind [`store::SessionStore`].
 
-pub mod admin_api;
-pub mod handlers;
-pub mod intercept;
-pub mod login;
-pub mod ratelimit;
+pub(crate) mod admin_api;
+pub(crate) mod handlers;
+pub(crate) mod intercept;
+pub(crate) mod login;
+pub(crate) mod ratelimit;
 pub mod refresh_token;
-pub mod request;
-pub mod service;
+pub(crate) mod request;
+pub(crate) mod service;
 /// The revoked-session set lives beside `access`, which reads it; sessions fill it.
 pub use crate::revoked;
-pub mod settings;
+pub(crate) mod settings;
 pub mod store;
 
 pub use service::SessionService;

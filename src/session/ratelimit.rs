@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 const SHARDS: usize = 16;
 
 /// Default cap on tracked keys across all shards (about 6 MiB at most).
-pub const DEFAULT_MAX_KEYS: usize = 131_072;
+pub(crate) const DEFAULT_MAX_KEYS: usize = 131_072;
 
 /// A shard never prunes below this many keys: pruning a tiny map saves
 /// nothing and would run on almost every insert.
@@ -252,7 +252,7 @@ impl Shard {
 
 /// The `Retry-After` value for a wait returned by [`RateLimiter::check`]:
 /// whole seconds rounded up, and at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
 }

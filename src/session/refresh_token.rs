@@ -34,6 +34,7 @@ impl std::fmt::Debug for RefreshTokens {
 }
 
 impl RefreshTokens {
+    /// Tokens tagged under `secret` (`sessions.refresh_secret`).
     pub fn new(secret: impl Into<Vec<u8>>) -> RefreshTokens {
         RefreshTokens {
             secret: secret.into(),

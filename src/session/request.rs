@@ -11,7 +11,10 @@ use super::CookieSettings;
 use crate::error::GatewayError;
 
 /// Reads the whole request body, refusing more than `limit` bytes (413).
-pub async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, GatewayError> {
+pub(crate) async fn read_body(
+    session: &mut ServerSession,
+    limit: usize,
+) -> Result<Vec<u8>, GatewayError> {
     let too_large = || GatewayError::BodyTooLarge { limit };
     let declared = session
         .req_header()
@@ -39,7 +42,7 @@ pub async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<
 
 /// The body as a JSON object; `None` for an empty body. Anything else than
 /// `application/json` (or `…+json`) is 415, invalid JSON or a non-object 400.
-pub fn json_object(
+pub(crate) fn json_object(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Option<Map<String, Value>>, GatewayError> {
@@ -70,7 +73,7 @@ pub fn json_object(
 
 /// `field` of the body as a string: absent, `null` and `""` are `None`, any
 /// other type is a 400 naming the field.
-pub fn string_field<'a>(
+pub(crate) fn string_field<'a>(
     body: Option<&'a Map<String, Value>>,
     field: &str,
 ) -> Result<Option<&'a str>, GatewayError> {
@@ -87,7 +90,7 @@ pub fn string_field<'a>(
 /// The refresh token from the cookie, when cookie mode is on and the CSRF
 /// defence holds: the configured header is present and any `Origin` is
 /// allowed. `Ok(None)` when there is no cookie.
-pub fn cookie_token<'a>(
+pub(crate) fn cookie_token<'a>(
     headers: &'a HeaderMap,
     cookie: Option<&CookieSettings>,
 ) -> Result<Option<&'a str>, GatewayError> {
@@ -116,7 +119,11 @@ pub fn cookie_token<'a>(
 }
 
 /// `Set-Cookie` value carrying `token` for `max_age_secs`; `None` clears it.
-pub fn set_cookie(cookie: &CookieSettings, path: &str, token: Option<(&str, u64)>) -> String {
+pub(crate) fn set_cookie(
+    cookie: &CookieSettings,
+    path: &str,
+    token: Option<(&str, u64)>,
+) -> String {
     let secure = if cookie.secure { "; Secure" } else { "" };
     match token {
         Some((value, max_age)) => format!(
@@ -131,7 +138,7 @@ pub fn set_cookie(cookie: &CookieSettings, path: &str, token: Option<(&str, u64)
 }
 
 /// The client's IP address, as stored with the session and rate limited.
-pub fn client_ip(session: &ServerSession) -> Option<String> {
+pub(crate) fn client_ip(session: &ServerSession) -> Option<String> {
     match session.client_addr() {
         Some(PingoraAddr::Inet(a)) => Some(a.ip().to_string()),
         _ => None,
@@ -139,7 +146,7 @@ pub fn client_ip(session: &ServerSession) -> Option<String> {
 }
 
 /// The `User-Agent`, capped so a huge header cannot bloat the store.
-pub fn user_agent(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn user_agent(headers: &HeaderMap) -> Option<String> {
     headers
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -147,7 +154,7 @@ pub fn user_agent(headers: &HeaderMap) -> Option<String> {
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
-pub fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }

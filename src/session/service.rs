@@ -23,7 +23,7 @@ use crate::revoked::RevokedSet;
 
 /// The `sessions` settings in force (they change on reload), or `None`
 /// while the live configuration has no `sessions` section.
-pub type CurrentSettings = Arc<dyn Fn() -> Option<Arc<SessionSettings>> + Send + Sync>;
+pub(crate) type CurrentSettings = Arc<dyn Fn() -> Option<Arc<SessionSettings>> + Send + Sync>;
 
 /// How often the store is pinged for `/readyz` while it is down.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -294,7 +294,7 @@ impl SessionService {
 
 /// Opens the store at `url` (creating an SQLite file's directory) and
 /// applies the migrations when `migrate` is set.
-pub async fn open_store(
+pub(crate) async fn open_store(
     url: &str,
     pool: store::PoolSettings,
     migrate: bool,

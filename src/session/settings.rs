@@ -17,24 +17,37 @@ pub struct SessionSettings {
     pub migrate: bool,
     /// Path the session routes live under, without a trailing slash.
     pub base_path: String,
+    /// Lifetime of the access tokens the gateway mints
+    /// (`sessions.access_token_ttl`).
     pub access_ttl: Duration,
     /// Absolute lifetime of a session and of its refresh tokens.
     pub refresh_ttl: Duration,
+    /// A new refresh token on every refresh (`sessions.rotation`).
     pub rotation: bool,
+    /// How long a rotated refresh token still works (`sessions.reuse_grace`);
+    /// presented later, it revokes the session as reused.
     pub reuse_grace: Duration,
+    /// Mints and checks refresh tokens under `sessions.refresh_secret`.
     pub refresh_tokens: RefreshTokens,
     /// Refresh and logout attempts per client IP.
     pub per_ip: RateLimiter,
     /// Refresh attempts per presented refresh token.
     pub per_token: RateLimiter,
+    /// `sessions.cookie`; `None`: refresh tokens travel only in JSON bodies.
     pub cookie: Option<CookieSettings>,
     /// SHA-256 of the admin API token; `None` disables the admin session API.
     pub admin_token_hash: Option<[u8; 32]>,
+    /// How often expired and long-revoked rows are deleted
+    /// (`sessions.cleanup_interval`, at least 1 s).
     pub cleanup_interval: Duration,
+    /// How often the store is polled for revocations made by other nodes
+    /// (`sessions.revocation_poll_interval`, at least 100 ms).
     pub revocation_poll_interval: Duration,
+    /// The session store's connection pool (`sessions.pool`).
     pub pool: PoolSettings,
     /// `iss` and `aud` of minted access tokens (the first configured values).
     pub issuer: Option<String>,
+    /// `aud` of minted access tokens; `None` leaves the claim out.
     pub audience: Option<String>,
     /// Clock skew the verifier allows; revoked ids are kept this much longer.
     pub leeway: Duration,
@@ -43,7 +56,10 @@ pub struct SessionSettings {
 /// Cookie mode for the refresh token.
 #[derive(Debug, Clone)]
 pub struct CookieSettings {
+    /// Name of the refresh-token cookie (`sessions.cookie.name`).
     pub name: String,
+    /// Mark the cookie `Secure` (`sessions.cookie.secure`); false only for
+    /// plain-http development.
     pub secure: bool,
     /// Header a cookie-authenticated call must carry (CSRF defence).
     pub csrf_header: HeaderName,
@@ -52,7 +68,7 @@ pub struct CookieSettings {
     pub allowed_origins: Vec<String>,
 }
 
-pub use crate::error::Seed;
+pub(crate) use crate::error::Seed;
 
 /// A session route, parsed from the request path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +76,10 @@ pub enum Endpoint {
     /// `POST /refresh` (seed 000) and `POST /refresh-token` (seed 003): one
     /// exchange, answered in the words of the seed whose path was called.
     Refresh(Seed),
+    /// `POST /logout`: ends the session of the refresh token (or bearer
+    /// token) presented.
     Logout,
+    /// `POST /logout-all`: ends every session of the bearer token's subject.
     LogoutAll,
     /// `GET /sessions`.
     Sessions,
@@ -114,9 +133,13 @@ impl SessionSettings {
 /// answer and the client's request body.
 #[derive(Debug, Clone)]
 pub struct LoginCapture {
+    /// JSON pointer to the session subject in the backend's 2xx answer
+    /// (`login.subject`).
     pub subject: String,
     /// (claim name, pointer) in config order.
     pub claims: Vec<(String, String)>,
+    /// JSON pointer into the request body for the device description
+    /// (`login.device_info`); `None` uses the User-Agent.
     pub device_info: Option<String>,
 }
 

@@ -82,7 +82,7 @@ impl Checker<'_> {
 }
 
 /// Checks everything and builds the generation, or reports every problem.
-pub fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
+pub(crate) fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigError> {
     let base_dir = file
         .parent()
         .map(Path::to_owned)

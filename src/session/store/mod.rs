@@ -95,7 +95,9 @@ impl std::fmt::Display for RevokeReason {
 /// When and why a session was revoked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Revocation {
+    /// When, by the clock of the node that revoked it.
     pub at: Timestamp,
+    /// Why.
     pub reason: RevokeReason,
 }
 
@@ -103,17 +105,26 @@ pub struct Revocation {
 /// claim of its access tokens.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Session {
+    /// The session id: the `sid` claim of its access tokens.
     pub id: Uuid,
+    /// Whom the session is for: the `sub` of its access tokens.
     pub subject: String,
+    /// Claims captured at login, copied into every access token.
     pub claims: Claims,
+    /// Device description shown in session lists (`deviceInfo`); at login,
+    /// from `login.device_info` or else the User-Agent.
     pub device_info: Option<String>,
+    /// `User-Agent` of the login request, capped in length.
     pub user_agent: Option<String>,
+    /// Client IP address the session was opened from.
     pub ip: Option<String>,
+    /// When the session was opened.
     pub created_at: Timestamp,
     /// Login or latest refresh.
     pub last_used_at: Timestamp,
     /// Absolute end: no refresh token of the session works from this instant.
     pub expires_at: Timestamp,
+    /// When and why it was revoked; `None` while it is not.
     pub revoked: Option<Revocation>,
 }
 
@@ -129,15 +140,21 @@ impl Session {
 pub struct NewSession {
     /// `None`: the store generates a random (v4) id.
     pub id: Option<Uuid>,
+    /// See [`Session::subject`].
     pub subject: String,
+    /// See [`Session::claims`].
     pub claims: Claims,
+    /// See [`Session::device_info`].
     pub device_info: Option<String>,
+    /// See [`Session::user_agent`].
     pub user_agent: Option<String>,
+    /// See [`Session::ip`].
     pub ip: Option<String>,
     /// SHA-256 of the generation-0 refresh token (see [`new_refresh_token`]).
     pub refresh_hash: [u8; 32],
     /// Lifetime of the session and of every refresh token it will have.
     pub session_ttl: Duration,
+    /// Time of the login: `created_at`, and where `session_ttl` starts.
     pub now: Timestamp,
 }
 
@@ -164,24 +181,44 @@ impl NewSession {
 pub enum RefreshOutcome {
     /// The token was current: it is now rotated and its successor (the
     /// `new_hash` passed in) is stored with generation `generation`.
-    Rotated { session: Session, generation: i32 },
+    Rotated {
+        /// The session, `last_used_at` updated.
+        session: Session,
+        /// Generation of the stored successor (the presented one's plus one).
+        generation: i32,
+    },
     /// Rotation is off: the presented token stays valid and nothing was
     /// stored except the session's `last_used_at`.
-    Kept { session: Session },
+    Kept {
+        /// The session, `last_used_at` updated.
+        session: Session,
+    },
     /// The token had been rotated less than the grace window ago (concurrent
     /// tabs): a sibling of its successor (`new_hash`, same `generation`) was
     /// stored so this caller also gets a usable token. Hand it out even when
     /// rotation is off (the token was rotated while it was on).
-    GraceReplay { session: Session, generation: i32 },
+    GraceReplay {
+        /// The session, `last_used_at` updated.
+        session: Session,
+        /// Generation of the stored sibling.
+        generation: i32,
+    },
     /// The token had been rotated longer ago than the grace window: assumed
     /// stolen, so the whole session was revoked (`reuse_detected`) in the same
     /// transaction.
-    Reused { session_id: Uuid, subject: String },
+    Reused {
+        /// The session just revoked.
+        session_id: Uuid,
+        /// Its subject.
+        subject: String,
+    },
     /// The token or its session is past its expiry.
     Expired,
     /// The session had been revoked.
     Revoked {
+        /// The revoked session.
         session_id: Uuid,
+        /// Why it was revoked.
         reason: RevokeReason,
     },
     /// No token with that hash (never issued, or cleaned up).
@@ -202,6 +239,7 @@ pub enum RevocationEvent {
 /// Connection-pool sizing shared by both engines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolSettings {
+    /// Most connections open at once (`sessions.pool.max_connections`).
     pub max_connections: u32,
     /// How long a call waits for a connection before failing with
     /// [`StoreError::Unavailable`] (the gateway then answers 503).
@@ -268,7 +306,12 @@ pub enum StoreError {
     Migration(String),
     /// The store URL cannot be used.
     #[error("invalid session store URL `{url}`: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// Any other error the database reported.
     #[error("session store query failed: {0}")]
     Database(String),
