@@ -862,32 +862,6 @@ impl Drop for World {
     }
 }
 
-/// A request with an explicit body content type (or none at all).
-fn send(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<(&str, &str)>,
-) -> Response {
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some((content_type, b)) = body {
-        req.push_str(&format!(
-            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    if let Some((_, b)) = body {
-        req.push_str(b);
-    }
-    raw(port, req.as_bytes())
-}
-
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }

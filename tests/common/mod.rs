@@ -271,19 +271,36 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Response {
+    send(
+        port,
+        method,
+        path,
+        headers,
+        body.map(|b| ("application/json", b)),
+    )
+}
+
+/// A request with an explicit body content type (or none at all).
+pub fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &str)>,
+) -> Response {
     let mut req =
         format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    if let Some(b) = body {
+    if let Some((content_type, b)) = body {
         req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
             b.len()
         ));
     }
     req.push_str("\r\n");
-    if let Some(b) = body {
+    if let Some((_, b)) = body {
         req.push_str(b);
     }
     raw(port, req.as_bytes())

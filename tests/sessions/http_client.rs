@@ -3,32 +3,6 @@
 
 use super::*;
 
-/// A request with an explicit body content type (or none at all).
-pub fn send(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<(&str, &str)>,
-) -> Response {
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some((content_type, b)) = body {
-        req.push_str(&format!(
-            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    if let Some((_, b)) = body {
-        req.push_str(b);
-    }
-    raw(port, req.as_bytes())
-}
-
 /// A JSON request sent from another loopback source address.
 pub fn request_from(source_ip: &str, port: u16, method: &str, path: &str, body: &str) -> Response {
     let req = format!(
