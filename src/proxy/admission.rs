@@ -146,28 +146,22 @@ impl Gateway {
         span.record("target", &*target.label);
         let peer = pool.peer(target);
 
-        let client_ip = crate::session::request::client_ip(session);
         let mut request = session.req_header().clone();
         request.remove_header(&http::header::TRANSFER_ENCODING);
         request.remove_header(&http::header::CONNECTION);
-        let host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .cloned();
-        let forwarded_for = client_ip.clone().unwrap_or_else(|| "unknown".into());
-        super::upstream_request::prepare_upstream_request(&mut request, forwarded_for, host, ctx)
-            .map_err(|e| {
-            tracing::error!(error = %e, "login route: preparing the upstream request");
-            GatewayError::Internal
-        })?;
+        super::upstream_request::prepare_upstream_request(session, &mut request, ctx).map_err(
+            |e| {
+                tracing::error!(error = %e, "login route: preparing the upstream request");
+                GatewayError::Internal
+            },
+        )?;
         let exchange = LoginExchange {
             connector: &self.login_connector,
             peer: &peer,
             capture,
             api,
             request,
-            client_ip,
+            client_ip: crate::session::request::client_ip(session),
             request_id: &ctx.request_id,
             max_body_size: gen.max_body_size,
             span,

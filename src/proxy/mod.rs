@@ -93,14 +93,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let client_ip =
-            crate::session::request::client_ip(session).unwrap_or_else(|| "unknown".into());
-        let host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .cloned();
-        upstream_request::prepare_upstream_request(upstream, client_ip, host, ctx)
+        upstream_request::prepare_upstream_request(session, upstream, ctx)
     }
 
     /// The client's body is complete: its read deadline ends (`conn_guard`).

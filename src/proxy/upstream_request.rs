@@ -4,6 +4,7 @@
 
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
+use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use super::context::upstream_span;
@@ -62,11 +63,11 @@ fn valid_header_value(v: &str) -> bool {
 
 /// What `upstream_request_filter` does to the request sent upstream:
 /// path rewrite, identity headers, request id, forwarding headers. Also
-/// used by login routes, which the gateway sends itself.
+/// used by login routes, which the gateway sends itself. The client's
+/// address and `Host` come from the downstream `session`.
 pub(super) fn prepare_upstream_request(
+    session: &Session,
     upstream: &mut RequestHeader,
-    client_ip: String,
-    host: Option<http::HeaderValue>,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
     let (Some(gen), Some(idx)) = (&ctx.generation, ctx.route) else {
@@ -116,10 +117,11 @@ pub(super) fn prepare_upstream_request(
         }
     }
     upstream.insert_header(gen.headers.request_id.clone(), ctx.request_id.as_str())?;
+    let client_ip = crate::session::request::client_ip(session).unwrap_or_else(|| "unknown".into());
     upstream.insert_header("x-forwarded-for", client_ip)?;
     upstream.insert_header("x-forwarded-proto", "http")?;
-    if let Some(host) = host {
-        upstream.insert_header("x-forwarded-host", host)?;
+    if let Some(host) = session.req_header().headers.get(http::header::HOST) {
+        upstream.insert_header("x-forwarded-host", host.clone())?;
     }
     Ok(())
 }
