@@ -62,6 +62,11 @@ pub(crate) const REFUSAL_REASONS: [&str; 15] = [
     "malformed_request",
 ];
 
+/// Reasons an upstream answer is cut after its head reached the client
+/// (`upstream_aborts_total`): the upstream closed early, went silent past
+/// its read timeout, or the read failed otherwise (e.g. a reset).
+pub(crate) const UPSTREAM_ABORT_REASONS: [&str; 3] = ["closed", "timeout", "error"];
+
 /// All metrics the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -83,6 +88,7 @@ pub struct Metrics {
     pub client_connections: IntGauge,
     pub client_closes: IntCounterVec,
     pub request_refusals: IntCounterVec,
+    pub upstream_aborts: IntCounterVec,
 }
 
 impl Metrics {
@@ -239,6 +245,14 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
+        let upstream_aborts = IntCounterVec::new(
+            Opts::new(
+                "upstream_aborts_total",
+                "Upstream answers cut after their head was sent to the client (the client connection is closed), by reason (closed, timeout, error)",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -258,6 +272,7 @@ impl Metrics {
             Box::new(client_connections.clone()),
             Box::new(client_closes.clone()),
             Box::new(request_refusals.clone()),
+            Box::new(upstream_aborts.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -276,6 +291,9 @@ impl Metrics {
         }
         for reason in REFUSAL_REASONS {
             request_refusals.with_label_values(&[reason]);
+        }
+        for reason in UPSTREAM_ABORT_REASONS {
+            upstream_aborts.with_label_values(&[reason]);
         }
         for reason in REVOKE_REASONS {
             sessions_revoked.with_label_values(&[reason]);
@@ -300,6 +318,7 @@ impl Metrics {
             client_connections,
             client_closes,
             request_refusals,
+            upstream_aborts,
         }
     }
 

@@ -58,6 +58,8 @@ impl Reply {
         if self.close {
             // pingora then writes `Connection: close` and drops the connection.
             session.set_keepalive(None);
+        } else {
+            discard_unread_body(session).await;
         }
         let body = Bytes::from(serde_json::to_vec(&self.body).unwrap_or_else(|_| b"{}".to_vec()));
         let mut resp = ResponseHeader::build(self.status, Some(6))?;
@@ -71,6 +73,34 @@ impl Reply {
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(())
+    }
+}
+
+/// The largest unread request body read and dropped so that the
+/// connection survives an answer the gateway gives without reading it.
+const DISCARD_LIMIT: usize = 64 * 1024;
+
+/// An answer given before the request body was read (a 401 to a POST):
+/// a small declared body is read and dropped, so the connection — and any
+/// request pipelined behind this one — stays usable, as in nginx. A large,
+/// chunked or broken one closes the connection instead (pingora then says
+/// `Connection: close`), as does a client still waiting for `100 Continue`.
+/// The client's body deadline applies to the read.
+async fn discard_unread_body(session: &mut Session) {
+    if session.is_body_done() {
+        return;
+    }
+    let headers = &session.req_header().headers;
+    // A client waiting for `100 Continue` has not sent its body: do not
+    // make it send one only to drop it.
+    let small = !headers.contains_key(http::header::EXPECT)
+        && headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n <= DISCARD_LIMIT);
+    if !small || session.drain_request_body().await.is_err() {
+        session.set_keepalive(None);
     }
 }
 

@@ -49,6 +49,17 @@ impl Target {
     }
 }
 
+/// The `Host` an upstream receives (`upstreams.*.host`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UpstreamHost {
+    /// The client's `Host`, as it came; a request without one (HTTP/1.0)
+    /// gets the picked target's authority as configured.
+    #[default]
+    Preserve,
+    /// Always this authority; the client's stays in `X-Forwarded-Host`.
+    Fixed(http::HeaderValue),
+}
+
 /// A named pool of targets.
 #[derive(Debug)]
 pub struct Upstream {
@@ -58,6 +69,8 @@ pub struct Upstream {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub health_check: Option<HealthCheck>,
+    /// The `Host` the upstream receives.
+    pub host: UpstreamHost,
     next: AtomicUsize,
 }
 
@@ -77,11 +90,11 @@ impl Upstream {
             read_timeout,
             write_timeout,
             health_check,
+            host: UpstreamHost::Preserve,
             next: AtomicUsize::new(0),
         }
     }
 
-    /// Next healthy target, round-robin; `None` when all are down.
     /// The pingora peer for `target` with this pool's timeouts.
     pub fn peer(&self, target: &Target) -> pingora::prelude::HttpPeer {
         let mut peer = pingora::prelude::HttpPeer::new(target.addr, false, String::new());
@@ -92,6 +105,7 @@ impl Upstream {
         peer
     }
 
+    /// Next healthy target, round-robin; `None` when all are down.
     pub fn pick(&self) -> Option<&Target> {
         let n = self.targets.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);

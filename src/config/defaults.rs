@@ -141,6 +141,7 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("requests.path_params", "reject"),
     ("requests.underscore_headers", "drop"),
     ("upstreams.*.targets", ""),
+    ("upstreams.*.host", "preserve"),
     ("upstreams.*.connect_timeout", "2s"),
     ("upstreams.*.read_timeout", "30s"),
     ("upstreams.*.write_timeout", "30s"),

@@ -266,6 +266,8 @@ pub(crate) struct RawUpstream {
     pub read_timeout: Option<HumanDuration>,
     pub write_timeout: Option<HumanDuration>,
     pub health_check: Option<RawHealthCheck>,
+    /// `preserve` (default) or a fixed `host[:port]` sent as `Host`.
+    pub host: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

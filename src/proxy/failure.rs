@@ -3,26 +3,81 @@
 //! at all once an answer has started (the connection is then cut).
 
 use pingora::proxy::{FailToProxy, Session};
-use pingora::Error;
+use pingora::{Error, ErrorSource, ErrorType};
 
 use super::RequestCtx;
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 
-/// Answers a failed proxy attempt, if nothing has been sent yet.
-pub(super) async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-    // Once the answer has started, nothing more may be written.
-    let answer = gateway_error_for(e).filter(|_| session.response_written().is_none());
-    let mut status = 0;
-    if let Some(error) = answer {
-        status = error.status();
-        if ctx.request_id.is_empty() {
-            ctx.request_id = crate::headers::request_id(None);
+/// Answers a failed proxy attempt, if nothing has been sent yet. Every
+/// such answer closes the connection (and says so). Once the answer has
+/// started, nothing more is written: the connection is cut, so the client
+/// sees a truncated answer — never a complete-looking one — and an upstream
+/// failure is counted and logged.
+pub(super) async fn answer(
+    session: &mut Session,
+    e: &Error,
+    ctx: &mut RequestCtx,
+    metrics: &Metrics,
+) -> FailToProxy {
+    let cut = FailToProxy {
+        error_code: 0,
+        can_reuse_downstream: false,
+    };
+    if session.response_written().is_some() {
+        if is_abort(session, e) {
+            record_abort(e, ctx, metrics);
         }
-        let _ = error.into_reply().send(session, &ctx.request_id).await;
+        return cut;
     }
+    let Some(error) = gateway_error_for(e) else {
+        return cut;
+    };
+    if ctx.request_id.is_empty() {
+        ctx.request_id = crate::headers::request_id(None);
+    }
+    let status = error.status();
+    let _ = error
+        .into_reply()
+        .closing()
+        .send(session, &ctx.request_id)
+        .await;
     FailToProxy {
         error_code: status,
         can_reuse_downstream: false,
+    }
+}
+
+/// An upstream failure after the answer's head went to the client.
+pub(super) fn is_abort(session: &Session, e: &Error) -> bool {
+    session.response_written().is_some() && *e.esource() == ErrorSource::Upstream
+}
+
+/// Counts and logs an upstream answer cut after its head was sent.
+fn record_abort(e: &Error, ctx: &RequestCtx, metrics: &Metrics) {
+    let reason = abort_reason(e);
+    metrics.upstream_aborts.with_label_values(&[reason]).inc();
+    let (route, upstream) = match ctx.route() {
+        Some((gen, r)) => (&*r.name, &*gen.upstreams[r.upstream].name),
+        None => ("-", "-"),
+    };
+    tracing::warn!(
+        request_id = %ctx.request_id,
+        route,
+        upstream,
+        target = ctx.target.as_deref().unwrap_or("-"),
+        reason,
+        error = %e,
+        "upstream answer aborted after its head was sent; the client connection is cut"
+    );
+}
+
+/// `closed`, `timeout` or `error` (`portcullis_upstream_aborts_total`).
+fn abort_reason(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::ConnectionClosed => "closed",
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+        _ => "error",
     }
 }
 
@@ -32,7 +87,6 @@ pub(super) async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCt
 /// A body that did not arrive in time is the client's fault (408), not
 /// the upstream's; pingora's `HTTPStatus(503)` is the empty pool.
 pub(super) fn gateway_error_for(e: &pingora::Error) -> Option<GatewayError> {
-    use pingora::{ErrorSource, ErrorType};
     if crate::conn_guard::read_deadline(e) == Some(crate::conn_guard::CloseReason::BodyTimeout) {
         return Some(GatewayError::BodyTimeout);
     }

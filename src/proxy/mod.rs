@@ -72,6 +72,9 @@ impl ProxyHttp for Gateway {
         // The head is in: its read deadline ends, the body's begins.
         let has_body = !session.is_body_empty();
         crate::conn_guard::head_read(session, has_body);
+        // RFC 9112 §9.3.2: bytes after this request (a pipelined request, a
+        // stray CRLF) wait for their turn instead of failing this one.
+        session.downstream_session.set_pipelining_enabled(true);
         let gen = self.state.load_full();
         ctx.begin(gen.clone(), session.req_header());
         self.admit(session, &gen, ctx).await
@@ -148,9 +151,10 @@ impl ProxyHttp for Gateway {
     }
 
     /// A client too slow with its body is counted and answered, not an
-    /// error of the gateway worth a log line.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
-        crate::conn_guard::read_deadline(e).is_some()
+    /// error of the gateway worth a log line; an upstream answer cut after
+    /// its head was sent has its own line (`failure`).
+    fn suppress_error_log(&self, session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        crate::conn_guard::read_deadline(e).is_some() || failure::is_abort(session, e)
     }
 
     /// Answers a failed proxy attempt (502/503/504/408 JSON) while nothing
@@ -161,7 +165,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        failure::answer(session, e, ctx).await
+        failure::answer(session, e, ctx, &self.metrics).await
     }
 
     /// Metrics and one access event per request; closes the request's spans.

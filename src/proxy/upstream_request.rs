@@ -1,6 +1,6 @@
 //! The upstream leg: picking a target, and the request the upstream gets
 //! (path rewrite, identity headers from auth and plugins, request id,
-//! forwarding headers).
+//! forwarding headers, `Host`).
 
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
@@ -10,6 +10,7 @@ use pingora::{Error, ErrorType, Result};
 use super::context::upstream_span;
 use super::RequestCtx;
 use crate::plugin::HeaderChange;
+use crate::upstream::UpstreamHost;
 
 /// Picks a healthy target of the route's pool (round-robin) and opens the
 /// `upstream` span.
@@ -122,6 +123,16 @@ pub(super) fn prepare_upstream_request(
     upstream.insert_header("x-forwarded-proto", "http")?;
     if let Some(host) = session.req_header().headers.get(http::header::HOST) {
         upstream.insert_header("x-forwarded-host", host.clone())?;
+    }
+    match &gen.upstreams[route.upstream].host {
+        UpstreamHost::Fixed(host) => upstream.insert_header(http::header::HOST, host.clone())?,
+        // HTTP/1.0 without Host: the upstream still gets one (RFC 9112 §3.2).
+        UpstreamHost::Preserve if !upstream.headers.contains_key(http::header::HOST) => {
+            if let Some(target) = ctx.target.as_deref() {
+                upstream.insert_header(http::header::HOST, target)?;
+            }
+        }
+        UpstreamHost::Preserve => {}
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use serde_saphyr::Spanned;
 use super::Checker;
 use crate::config::defaults;
 use crate::config::raw::RawUpstream;
-use crate::upstream::{HealthCheck, Target, Upstream};
+use crate::upstream::{HealthCheck, Target, Upstream, UpstreamHost};
 
 pub(super) fn compile_upstream(
     ck: &mut Checker,
@@ -59,14 +59,47 @@ pub(super) fn compile_upstream(
     let d = |v: Option<crate::config::units::HumanDuration>, default: Duration| {
         v.map(|d| d.0).unwrap_or(default)
     };
-    Some(Upstream::new(
+    let host = match &u.host {
+        None => UpstreamHost::Preserve,
+        Some(h) => match upstream_host(&h.value) {
+            Ok(host) => host,
+            Err(why) => {
+                ck.at(h, format!("upstream `{name}` host `{}` {why}", h.value));
+                return None;
+            }
+        },
+    };
+    let mut upstream = Upstream::new(
         name.into(),
         targets,
         d(u.connect_timeout, defaults::CONNECT_TIMEOUT),
         d(u.read_timeout, defaults::READ_TIMEOUT),
         d(u.write_timeout, defaults::WRITE_TIMEOUT),
         health_check,
-    ))
+    );
+    upstream.host = host;
+    Some(upstream)
+}
+
+/// `preserve`, or an authority (`host` or `host:port`, no user info).
+fn upstream_host(value: &str) -> Result<UpstreamHost, String> {
+    if value == "preserve" {
+        return Ok(UpstreamHost::Preserve);
+    }
+    let why = "is not a `host[:port]` authority: write `preserve` (the default) or e.g. `api.internal:8443`";
+    let authority = value
+        .parse::<http::uri::Authority>()
+        .map_err(|_| why.to_owned())?;
+    let bad_port = !value.ends_with(']')
+        && value
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_err());
+    if value.contains('@') || authority.host().is_empty() || bad_port {
+        return Err(why.into());
+    }
+    http::HeaderValue::from_str(value)
+        .map(UpstreamHost::Fixed)
+        .map_err(|_| why.into())
 }
 
 fn resolve(target: &str) -> Result<SocketAddr, String> {
@@ -79,5 +112,33 @@ fn resolve(target: &str) -> Result<SocketAddr, String> {
     match target.to_socket_addrs() {
         Ok(mut addrs) => addrs.next().ok_or_else(|| "resolves to no address".into()),
         Err(e) => Err(format!("cannot be resolved ({e}): check the host name")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_host_is_preserve_or_an_authority() {
+        assert_eq!(upstream_host("preserve"), Ok(UpstreamHost::Preserve));
+        assert_eq!(
+            upstream_host("api.internal:8443"),
+            Ok(UpstreamHost::Fixed(http::HeaderValue::from_static(
+                "api.internal:8443"
+            )))
+        );
+        assert!(upstream_host("[::1]:8443").is_ok());
+        for bad in [
+            "",
+            "user@host",
+            "a b",
+            "/path",
+            "host:port",
+            "host:99999",
+            "http://x",
+        ] {
+            assert!(upstream_host(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }
