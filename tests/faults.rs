@@ -126,6 +126,13 @@ fn serve(stream: TcpStream, record: Arc<Mutex<Vec<Seen>>>) {
             }
             _ => b"",
         };
+        if target == "/stall" {
+            // Starts the answer, then goes silent past the read timeout.
+            let _ =
+                writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nthe first part");
+            std::thread::sleep(Duration::from_secs(3));
+            return;
+        }
         if !cut.is_empty() {
             let _ = writer.write_all(cut);
             let _ = writer.flush();
@@ -162,7 +169,14 @@ upstreams:
 {upstream_extra}
   gone:
     targets: ["127.0.0.1:{closed}"]
+  stalling:
+    targets: ["127.0.0.1:{port}"]
+    read_timeout: 300ms
 routes:
+  - name: stall
+    match: {{ path: /stall }}
+    upstream: stalling
+    auth: none
   - name: gone
     match: {{ path_prefix: /open/gone }}
     upstream: gone
@@ -205,66 +219,6 @@ fn until_closed(port: u16, bytes: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// One answer read off a kept-alive connection: status, headers, body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads one `Content-Length`-framed answer; `None` at end of stream.
-fn read_answer(reader: &mut BufReader<TcpStream>) -> Option<Answer> {
-    let mut status_line = String::new();
-    if reader.read_line(&mut status_line).ok()? == 0 {
-        return None;
-    }
-    let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':')?;
-        headers.push((k.trim().to_owned(), v.trim().to_owned()));
-    }
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(Answer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
-fn connect(port: u16) -> (TcpStream, BufReader<TcpStream>) {
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let reader = BufReader::new(stream.try_clone().expect("clone"));
-    (stream, reader)
-}
-
 #[test]
 fn an_upstream_dying_mid_body_cuts_the_client_connection_and_never_completes_the_answer() {
     let upstream = FaultyUpstream::start();
@@ -300,7 +254,24 @@ fn an_upstream_dying_mid_body_cuts_the_client_connection_and_never_completes_the
             String::from_utf8_lossy(&curl.stderr)
         );
     }
+    // An upstream that goes silent mid-body: cut at its read timeout.
+    let bytes = until_closed(gw.port, b"GET /stall HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .expect("a stalled answer is cut");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("the first part"),
+        "{text}"
+    );
     let metrics = gw.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            "portcullis_upstream_aborts_total",
+            "reason=\"timeout\""
+        ),
+        1.0,
+        "{metrics}"
+    );
     // Three by the raw client, three by curl: the upstream closed early.
     let aborts = metric(
         &metrics,
@@ -334,10 +305,10 @@ fn fifty_pipelined_requests_get_fifty_answers_in_order() {
                 "GET {prefix}/{i} HTTP/1.1\r\nHost: gw\r\n{auth}\r\n"
             ));
         }
-        let (mut stream, mut reader) = connect(gw.port);
+        let (mut stream, mut reader) = keep_alive(gw.port);
         stream.write_all(batch.as_bytes()).expect("write batch");
         for i in 0..50 {
-            let answer = read_answer(&mut reader)
+            let answer = read_next_response(&mut reader)
                 .unwrap_or_else(|| panic!("{prefix}: answer {i} of 50 missing"));
             assert_eq!(answer.status, 200, "{prefix}/{i}: {answer:?}");
             let body: serde_json::Value = serde_json::from_str(&answer.body).expect("json");
@@ -348,7 +319,7 @@ fn fifty_pipelined_requests_get_fifty_answers_in_order() {
         stream
             .write_all(format!("GET {prefix}/last HTTP/1.1\r\nHost: gw\r\n{auth}\r\n").as_bytes())
             .expect("write");
-        let last = read_answer(&mut reader).expect("an answer after the batch");
+        let last = read_next_response(&mut reader).expect("an answer after the batch");
         assert_eq!(last.status, 200);
     }
     // Answers the gateway writes itself (401, with a body it never reads)
@@ -365,10 +336,11 @@ fn fifty_pipelined_requests_get_fifty_answers_in_order() {
             ));
         }
     }
-    let (mut stream, mut reader) = connect(gw.port);
+    let (mut stream, mut reader) = keep_alive(gw.port);
     stream.write_all(batch.as_bytes()).expect("write batch");
     for i in 0..20 {
-        let answer = read_answer(&mut reader).unwrap_or_else(|| panic!("answer {i} missing"));
+        let answer =
+            read_next_response(&mut reader).unwrap_or_else(|| panic!("answer {i} missing"));
         let expected = if i % 2 == 0 { 200 } else { 401 };
         assert_eq!(answer.status, expected, "answer {i}: {answer:?}");
         if expected == 200 {
@@ -391,20 +363,20 @@ fn fifty_pipelined_requests_get_fifty_answers_in_order() {
 fn a_stray_crlf_after_a_body_is_ignored_and_the_request_runs_once() {
     let upstream = FaultyUpstream::start();
     let gw = Gateway::start(&config(&upstream, ""));
-    let (mut stream, mut reader) = connect(gw.port);
+    let (mut stream, mut reader) = keep_alive(gw.port);
     let body = r#"{"order":1}"#;
     let post = format!(
         "POST /open/orders HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}\r\n",
         body.len()
     );
     stream.write_all(post.as_bytes()).expect("write");
-    let answer = read_answer(&mut reader).expect("an answer");
+    let answer = read_next_response(&mut reader).expect("an answer");
     assert_eq!(answer.status, 200, "{answer:?}");
     // The same connection serves the next request.
     stream
         .write_all(b"GET /open/next HTTP/1.1\r\nHost: gw\r\n\r\n")
         .expect("write");
-    let next = read_answer(&mut reader).expect("an answer to the next request");
+    let next = read_next_response(&mut reader).expect("an answer to the next request");
     assert_eq!(next.status, 200, "{next:?}");
     assert_eq!(upstream.count("/open/orders"), 1, "{:?}", upstream.seen());
     let order = upstream
@@ -449,17 +421,17 @@ fn answers_that_close_the_connection_say_connection_close() {
         );
     }
     // A kept-alive answer says keep-alive and the connection stays usable.
-    let (mut stream, mut reader) = connect(gw.port);
+    let (mut stream, mut reader) = keep_alive(gw.port);
     stream
         .write_all(b"GET /api/x HTTP/1.1\r\nHost: gw\r\n\r\n")
         .expect("write");
-    let refused = read_answer(&mut reader).expect("401");
+    let refused = read_next_response(&mut reader).expect("401");
     assert_eq!(refused.status, 401);
     assert_ne!(refused.header("connection"), Some("close"));
     stream
         .write_all(b"GET /open/after HTTP/1.1\r\nHost: gw\r\n\r\n")
         .expect("write");
-    assert_eq!(read_answer(&mut reader).expect("200").status, 200);
+    assert_eq!(read_next_response(&mut reader).expect("200").status, 200);
 }
 
 #[test]

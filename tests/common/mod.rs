@@ -333,6 +333,72 @@ pub fn parse_raw_response(buf: &[u8]) -> Response {
     parse_response(buf)
 }
 
+/// Reads one answer off a kept-alive connection (`Content-Length` or
+/// chunked framing); `None` at end of stream or on a broken answer.
+pub fn read_next_response(reader: &mut std::io::BufReader<TcpStream>) -> Option<Response> {
+    use std::io::BufRead;
+    let mut status_line = String::new();
+    if reader.read_line(&mut status_line).ok()? == 0 {
+        return None;
+    }
+    let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        body.resize(length, 0);
+        reader.read_exact(&mut body).ok()?;
+    }
+    Some(Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// A connection to `port` for several requests: the write half and a
+/// buffered reader for [`read_next_response`].
+pub fn keep_alive(port: u16) -> (TcpStream, std::io::BufReader<TcpStream>) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("set timeout");
+    let reader = std::io::BufReader::new(stream.try_clone().expect("clone the stream"));
+    (stream, reader)
+}
+
 /// The Wasm modules of plugins/, built once per test binary by
 /// plugins/build.sh (a no-op when up to date).
 pub fn plugins_out() -> &'static str {

@@ -122,6 +122,7 @@ conformance_suite! {
         jwks_publishes_the_rsa_signing_key_and_never_hmac_secrets,
         session_lifecycle_events_move_their_metrics,
         revoked_access_tokens_stay_rejected_after_a_gateway_restart,
+        pipelined_session_requests_are_answered_in_order_on_one_connection,
     ],
     postgres_only: [
         revocation_on_one_gateway_reaches_a_second_gateway_within_a_second,

@@ -1562,3 +1562,54 @@ fn expect_refresh_cookie(resp: &Response) -> String {
     );
     value
 }
+
+/// One write carrying a login (intercepted: the gateway reads the body and
+/// calls the backend), a refresh, a session list and a proxied call: four
+/// answers, in order, on the one kept-alive connection (RFC 9112 §9.3.2).
+pub fn pipelined_session_requests_are_answered_in_order_on_one_connection(kind: StoreKind) {
+    let env = Env::start(kind, Setup::default());
+    let port = env.port();
+    let first = login_ok(port, BOB, Some("laptop"));
+    let post = |path: &str, body: &Value| {
+        let body = body.to_string();
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: gw\r\nUser-Agent: {USER_AGENT}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let get = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\n\r\n",
+            first.access
+        )
+    };
+    let batch = [
+        post(
+            "/api/auth/login",
+            &json!({"email": BOB, "password": PASSWORD, "deviceInfo": "phone"}),
+        ),
+        post("/api/auth/refresh", &json!({"refreshToken": first.refresh})),
+        get("/api/auth/sessions"),
+        get("/api/profile"),
+    ]
+    .concat();
+    let (mut stream, mut reader) = keep_alive(port);
+    std::io::Write::write_all(&mut stream, batch.as_bytes()).expect("write the batch");
+    let mut next = || read_next_response(&mut reader).expect("an answer per request");
+    let second = tokens_of_login(&next());
+    expect_refreshed(&next(), &bob_user());
+    let listed = next();
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let devices: Vec<String> = listed.json()["data"]["sessions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no session list: {}", listed.body))
+        .iter()
+        .map(|s| s["deviceInfo"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        devices.contains(&"laptop".to_owned()) && devices.contains(&"phone".to_owned()),
+        "the list answer comes after the pipelined login: {devices:?}"
+    );
+    upstream_saw(&next());
+    upstream_saw(&api(port, &second.access));
+}
