@@ -168,8 +168,13 @@ pub(crate) enum GatewayError {
         /// Whole seconds until the next attempt may succeed (at least 1).
         retry_after_secs: u64,
     },
-    /// 503: the session store cannot be reached (or was added by a reload).
-    StoreUnavailable,
+    /// 503: the session store cannot be reached (or was added by a reload),
+    /// with `Retry-After` when the gateway knows when it next probes it.
+    StoreUnavailable {
+        /// Whole seconds until the breaker's next probe (at least 1); `None`
+        /// when `sessions` was added by a reload and needs a restart.
+        retry_after_secs: Option<u64>,
+    },
     /// 500: the session store failed otherwise.
     StoreFailed,
     /// 500: the generation has no key to sign access tokens with.
@@ -276,7 +281,7 @@ impl GatewayError {
             InvalidSessionId => 400,
             SessionNotFound => 404,
             RateLimited { .. } => 429,
-            StoreUnavailable => 503,
+            StoreUnavailable { .. } => 503,
             StoreFailed | SigningKeyMissing | SigningFailed => 500,
             BodyTooLarge { .. } => 413,
             BodyUnreadable => 400,
@@ -327,7 +332,7 @@ impl GatewayError {
             InvalidSessionId => "invalid_session_id",
             SessionNotFound | AdminSessionNotFound => "session_not_found",
             RateLimited { .. } => "rate_limited",
-            StoreUnavailable => "session_store_unavailable",
+            StoreUnavailable { .. } => "session_store_unavailable",
             StoreFailed | SigningKeyMissing | SigningFailed | Internal => "internal_error",
             BodyTooLarge { .. } => "body_too_large",
             BodyUnreadable => "bad_request",
@@ -405,7 +410,7 @@ impl GatewayError {
             RateLimited { retry_after_secs } => {
                 return format!("Too many attempts; retry in {retry_after_secs} seconds").into()
             }
-            StoreUnavailable => "The session store is unavailable; try again shortly",
+            StoreUnavailable { .. } => "The session store is unavailable; try again shortly",
             StoreFailed => "The session could not be processed",
             SigningKeyMissing => "No signing key is configured",
             SigningFailed => "The access token could not be signed",
@@ -478,7 +483,7 @@ impl GatewayError {
             InvalidSessionId => "invalid_session_id",
             SessionNotFound | AdminSessionNotFound => "session_not_found",
             RateLimited { .. } => "rate_limited",
-            StoreUnavailable => "session_store_unavailable",
+            StoreUnavailable { .. } => "session_store_unavailable",
             StoreFailed => "session_store_error",
             SigningKeyMissing => "signing_key_missing",
             SigningFailed => "signing_failed",
@@ -518,7 +523,8 @@ impl GatewayError {
     }
 
     /// Headers the answer carries besides the JSON ones: the challenge of a
-    /// 401, `Retry-After` of a 429, `Allow` of a session route's 405.
+    /// 401, `Retry-After` of a 429 or of a store outage's 503, `Allow` of a
+    /// session route's 405.
     ///
     /// No refusal clears the refresh cookie: only successful logouts do.
     /// Refused refresh tokens carry no challenge (as before): a refresh
@@ -535,7 +541,10 @@ impl GatewayError {
             GatewayError::AdminUnauthorized => {
                 vec![("www-authenticate", ADMIN_CHALLENGE.to_owned())]
             }
-            GatewayError::RateLimited { retry_after_secs } => {
+            GatewayError::RateLimited { retry_after_secs }
+            | GatewayError::StoreUnavailable {
+                retry_after_secs: Some(retry_after_secs),
+            } => {
                 vec![("retry-after", retry_after_secs.to_string())]
             }
             GatewayError::MethodNotAllowed { allow } => vec![("allow", allow.to_string())],
@@ -831,7 +840,9 @@ mod tests {
                 8,
             ),
             (
-                StoreUnavailable,
+                StoreUnavailable {
+                    retry_after_secs: Some(1),
+                },
                 503,
                 "session_store_unavailable",
                 "session_store_unavailable",
@@ -1016,7 +1027,7 @@ mod tests {
             InvalidSessionId => 23,
             SessionNotFound => 24,
             RateLimited { .. } => 25,
-            StoreUnavailable => 26,
+            StoreUnavailable { .. } => 26,
             StoreFailed => 27,
             SigningKeyMissing => 28,
             SigningFailed => 29,
@@ -1081,7 +1092,10 @@ mod tests {
 
     #[test]
     fn the_body_is_the_shape_both_seed_clients_read() {
-        let reply = GatewayError::StoreUnavailable.into_reply();
+        let reply = GatewayError::StoreUnavailable {
+            retry_after_secs: None,
+        }
+        .into_reply();
         assert_eq!(
             reply.body,
             json!({
@@ -1145,6 +1159,23 @@ mod tests {
         .into_reply();
         assert_eq!(wrong_method.body["message"], "Use DELETE for this route");
         assert_eq!(wrong_method.headers, vec![("allow", "DELETE".to_owned())]);
+    }
+
+    #[test]
+    fn store_outages_say_when_to_retry_when_the_gateway_knows() {
+        let outage = GatewayError::StoreUnavailable {
+            retry_after_secs: Some(2),
+        }
+        .into_reply();
+        assert_eq!(outage.status, 503);
+        assert_eq!(outage.body["error"], "session_store_unavailable");
+        assert_eq!(outage.headers, vec![("retry-after", "2".to_owned())]);
+        let needs_restart = GatewayError::StoreUnavailable {
+            retry_after_secs: None,
+        }
+        .into_reply();
+        assert_eq!(needs_restart.body, outage.body, "one shape for both");
+        assert!(needs_restart.headers.is_empty());
     }
 
     #[test]

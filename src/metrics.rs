@@ -89,6 +89,8 @@ pub struct Metrics {
     pub client_closes: IntCounterVec,
     pub request_refusals: IntCounterVec,
     pub upstream_aborts: IntCounterVec,
+    /// The session-store breaker's state and fast failures.
+    pub session_store: SessionStoreMetrics,
 }
 
 impl Metrics {
@@ -298,6 +300,7 @@ impl Metrics {
         for reason in REVOKE_REASONS {
             sessions_revoked.with_label_values(&[reason]);
         }
+        let session_store = SessionStoreMetrics::register(&registry);
         Metrics {
             registry,
             requests,
@@ -319,6 +322,7 @@ impl Metrics {
             client_closes,
             request_refusals,
             upstream_aborts,
+            session_store,
         }
     }
 
@@ -336,5 +340,40 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The session-store breaker (`session::breaker`): its state, and the
+/// session requests it refused without touching the store.
+pub struct SessionStoreMetrics {
+    /// `session_store_breaker_state`: 0 closed, 1 open, 2 probing (half-open).
+    pub breaker_state: IntGauge,
+    /// `session_store_fast_failures_total`: requests answered 503 at once
+    /// because the breaker was open.
+    pub fast_failures: IntCounter,
+}
+
+impl SessionStoreMetrics {
+    fn register(registry: &Registry) -> SessionStoreMetrics {
+        let breaker_state = IntGauge::new(
+            "session_store_breaker_state",
+            "Session-store breaker: 0 closed (calls reach the store), 1 open (session requests fail fast with 503), 2 probing (half-open)",
+        )
+        .expect("static metric definition");
+        let fast_failures = IntCounter::new(
+            "session_store_fast_failures_total",
+            "Session requests answered 503 at once, without touching the store, because the breaker was open",
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(breaker_state.clone()))
+            .expect("metric names are unique");
+        registry
+            .register(Box::new(fast_failures.clone()))
+            .expect("metric names are unique");
+        SessionStoreMetrics {
+            breaker_state,
+            fast_failures,
+        }
     }
 }

@@ -420,6 +420,12 @@ tests:
         values: '0x20 1x20'
       - series: 'portcullis_auth_refresh_total{{job="gw",instance="a",result="unavailable"}}'
         values: '0x20 0+5x20'
+      # The breaker opens at minute 20 and alternates open/probing until 40.
+      - series: 'portcullis_session_store_breaker_state{{job="gw",instance="a"}}'
+        values: '0x20 1 2 1 2 1 2 1 2 1 2 1 2 1 2 1 2 1 2 1 2'
+      # A blip: open for less than a minute.
+      - series: 'portcullis_session_store_breaker_state{{job="gw",instance="b"}}'
+        values: '0x10 1 0x29'
       - series: 'portcullis_upstream_health{{job="gw",instance="a",upstream="main",target="10.0.0.1:80"}}'
         values: '1x20 0x20'
       - series: 'portcullis_upstream_health{{job="gw",instance="a",upstream="main",target="10.0.0.2:80"}}'
@@ -460,6 +466,16 @@ tests:
         alertname: PortcullisSessionStoreUnavailable
         exp_alerts:
           - exp_labels: {{ severity: critical, job: gw, instance: a, result: unavailable }}
+      - eval_time: 20m
+        alertname: PortcullisSessionStoreBreakerOpen
+        exp_alerts: []
+      - eval_time: 25m
+        alertname: PortcullisSessionStoreBreakerOpen
+        exp_alerts:
+          - exp_labels: {{ severity: critical, job: gw, instance: a }}
+      - eval_time: 11m
+        alertname: PortcullisSessionStoreBreakerOpen
+        exp_alerts: []
       - eval_time: 25m
         alertname: PortcullisUpstreamUnhealthy
         exp_alerts:

@@ -96,6 +96,8 @@ pub const CSRF_HEADER: &str = "x-csrf-protection";
 pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(600);
 /// `sessions.revocation_poll_interval`.
 pub const REVOCATION_POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// `sessions.store_probe_interval`.
+pub const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// `sessions.pool.max_connections` for `sqlite:` stores.
 pub const SQLITE_POOL: u32 = crate::session::store::SQLITE_MAX_CONNECTIONS;
 /// `sessions.pool.max_connections` for `postgres://` stores.
@@ -194,6 +196,7 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("sessions.admin_token", ""),
     ("sessions.cleanup_interval", "10m"),
     ("sessions.revocation_poll_interval", "10s"),
+    ("sessions.store_probe_interval", "1s"),
     (
         "sessions.pool.max_connections",
         "1 for sqlite, 8 for postgres",
@@ -238,6 +241,7 @@ mod tests {
                 "sessions.revocation_poll_interval",
                 REVOCATION_POLL_INTERVAL,
             ),
+            ("sessions.store_probe_interval", STORE_PROBE_INTERVAL),
         ] {
             assert_eq!(parse_duration(doc(key)), Ok(value), "{key}");
         }

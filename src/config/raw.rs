@@ -59,6 +59,8 @@ pub(crate) struct RawSessions {
     pub admin_token: Option<Spanned<String>>,
     pub cleanup_interval: Option<HumanDuration>,
     pub revocation_poll_interval: Option<HumanDuration>,
+    /// How often an unavailable store is probed (session routes fail fast meanwhile).
+    pub store_probe_interval: Option<HumanDuration>,
     #[serde(default)]
     pub pool: RawPool,
 }

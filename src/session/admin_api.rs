@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::handlers::{session_json, store_failure, AuthApi, SessionDraft};
+use super::handlers::{session_json, AuthApi, SessionDraft};
 use super::request::{json_object, read_body, string_field, truncate};
 use super::store::{hash_refresh_token, RevokeReason, Timestamp};
 use super::{SessionService, SessionSettings};
@@ -45,7 +45,10 @@ pub(crate) async fn handle(
         return GatewayError::AdminUnauthorized.into_reply();
     }
     let Some(service) = service else {
-        return GatewayError::StoreUnavailable.into_reply();
+        return GatewayError::StoreUnavailable {
+            retry_after_secs: None,
+        }
+        .into_reply();
     };
     let path = session.req_header().uri.path().to_owned();
     let method = session.req_header().method.clone();
@@ -128,7 +131,7 @@ async fn list(service: &SessionService, subject: Option<String>) -> Result<Reply
     let sessions = service
         .call(move |s| async move { s.list_active_sessions(&subject, now).await })
         .await
-        .map_err(|e| store_failure(&e))?;
+        .map_err(|e| service.refusal(&e))?;
     let list: Vec<Value> = sessions.iter().map(|s| session_json(s, None)).collect();
     Ok(Reply::ok(
         200,
@@ -149,7 +152,7 @@ async fn revoke_all(
                 .await
         })
         .await
-        .map_err(|e| store_failure(&e))?;
+        .map_err(|e| service.refusal(&e))?;
     service.revoked_here(&ids, RevokeReason::Admin, settings);
     Ok(Reply::ok(
         200,
@@ -169,7 +172,7 @@ async fn revoke_one(
     let revoked = service
         .call(move |s| async move { s.revoke_session(id, RevokeReason::Admin, now).await })
         .await
-        .map_err(|e| store_failure(&e))?;
+        .map_err(|e| service.refusal(&e))?;
     if revoked.is_none() {
         return Err(GatewayError::AdminSessionNotFound);
     }

@@ -31,18 +31,6 @@ pub(crate) struct AuthApi<'a> {
     pub metrics: &'a Metrics,
 }
 
-/// Maps a store failure to the refusal; logs what the operator needs (the
-/// client only learns whether to try again).
-pub(crate) fn store_failure(error: &StoreError) -> GatewayError {
-    if error.is_unavailable() {
-        tracing::warn!(%error, "session store unavailable");
-        GatewayError::StoreUnavailable
-    } else {
-        tracing::error!(%error, "session store error");
-        GatewayError::StoreFailed
-    }
-}
-
 /// `{"id": sub, …captured claims}`, the seed services' `user` object.
 pub(crate) fn user_json(session: &Session) -> Value {
     let mut user = Map::new();
@@ -166,7 +154,10 @@ impl AuthApi<'_> {
             tracing::error!(
                 "`sessions` was added by a reload; restart the gateway to open the session store"
             );
-            return GatewayError::StoreUnavailable.into_reply();
+            return GatewayError::StoreUnavailable {
+                retry_after_secs: None,
+            }
+            .into_reply();
         };
         let result = match endpoint {
             Endpoint::Refresh(seed) => self.refresh(service, session, seed).await,
@@ -184,7 +175,9 @@ impl AuthApi<'_> {
         draft: SessionDraft,
     ) -> Result<(Session, IssuedTokens, Timestamp), GatewayError> {
         let Some(service) = self.service else {
-            return Err(GatewayError::StoreUnavailable);
+            return Err(GatewayError::StoreUnavailable {
+                retry_after_secs: None,
+            });
         };
         let (refresh_token, refresh_hash) = self.settings.refresh_tokens.mint();
         let now = Timestamp::now();
@@ -202,7 +195,7 @@ impl AuthApi<'_> {
         let stored = service
             .call(move |s| async move { s.create_session(new).await })
             .await
-            .map_err(|e| store_failure(&e))?;
+            .map_err(|e| service.refusal(&e))?;
         self.metrics.sessions_created.inc();
         let (access_token, expires_in) = mint_access(self.verifier, self.settings, &stored, now)?;
         let issued = IssuedTokens {
@@ -301,7 +294,7 @@ impl AuthApi<'_> {
                 } else {
                     "error"
                 });
-                return Err(store_failure(&e));
+                return Err(service.refusal(&e));
             }
         };
         let (stored, refresh_token, result) = match outcome {
@@ -377,7 +370,7 @@ impl AuthApi<'_> {
                     let found = service
                         .call(move |s| async move { s.session_by_refresh_token(hash).await })
                         .await
-                        .map_err(|e| store_failure(&e))?;
+                        .map_err(|e| service.refusal(&e))?;
                     match found {
                         Some(found) => self.revoke(service, found.id, now).await?,
                         None => None,
@@ -418,7 +411,7 @@ impl AuthApi<'_> {
         let revoked = service
             .call(move |s| async move { s.revoke_session(id, RevokeReason::Logout, now).await })
             .await
-            .map_err(|e| store_failure(&e))?;
+            .map_err(|e| service.refusal(&e))?;
         if revoked.is_some() {
             service.revoked_here(&[id], RevokeReason::Logout, self.settings);
         }
@@ -439,7 +432,7 @@ impl AuthApi<'_> {
                     .await
             })
             .await
-            .map_err(|e| store_failure(&e))?;
+            .map_err(|e| service.refusal(&e))?;
         service.revoked_here(&ids, RevokeReason::LogoutAll, self.settings);
         self.metrics.auth_logout.with_label_values(&["all"]).inc();
         let mut body = ok("Logged out from all devices successfully");
@@ -458,7 +451,7 @@ impl AuthApi<'_> {
         let sessions = service
             .call(move |s| async move { s.list_active_sessions(&subject, now).await })
             .await
-            .map_err(|e| store_failure(&e))?;
+            .map_err(|e| service.refusal(&e))?;
         let list: Vec<Value> = sessions
             .iter()
             .map(|s| session_json(s, verified.session_id))
@@ -487,7 +480,7 @@ impl AuthApi<'_> {
                     .await
             })
             .await
-            .map_err(|e| store_failure(&e))?;
+            .map_err(|e| service.refusal(&e))?;
         if !revoked {
             return Err(GatewayError::SessionNotFound);
         }

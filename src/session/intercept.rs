@@ -54,6 +54,11 @@ pub(crate) async fn intercept_login(
         max_body_size,
         span,
     } = exchange;
+    // While the store is known to be down no session can be opened: refuse
+    // before the backend checks the credentials, not after.
+    if let Some(service) = api.service {
+        service.admit()?;
+    }
     let body = super::request::read_body(session, max_body_size).await?;
     request
         .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())

@@ -1,6 +1,8 @@
 //! The session service: the store, on a Tokio runtime of its own, plus the
 //! node's in-memory revoked-session set and the background work that keeps
-//! it current (revocation notifications, polling, cleanup).
+//! it current (revocation notifications, polling, cleanup), and the
+//! [breaker](super::breaker) that makes session requests fail fast while the
+//! store is down, with the probe that closes it again.
 //!
 //! Why a runtime of its own: pingora runs each service (proxy, admin,
 //! background) on separate runtimes, while database connections are bound to
@@ -9,15 +11,16 @@
 //! costs a database round trip anyway, the hop is noise next to it.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use uuid::Uuid;
 
+use super::breaker::{BreakerState, StoreBreaker};
 use super::store::{self, RevocationEvent, RevokeReason, SessionStore, StoreError, Timestamp};
 use super::SessionSettings;
+use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::revoked::RevokedSet;
 
@@ -25,8 +28,13 @@ use crate::revoked::RevokedSet;
 /// while the live configuration has no `sessions` section.
 pub(crate) type CurrentSettings = Arc<dyn Fn() -> Option<Arc<SessionSettings>> + Send + Sync>;
 
-/// How often the store is pinged for `/readyz` while it is down.
+/// How long the revocation listener waits before trying to listen again.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The longest a probe of an open breaker waits for the store (shorter when
+/// `sessions.pool.acquire_timeout` is): a store that cannot answer `SELECT 1`
+/// within a second is not ready for session traffic.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One per process; shared by the proxy, the admin listener and the CLI.
 pub struct SessionService {
@@ -35,7 +43,10 @@ pub struct SessionService {
     /// Sessions revoked within the last access-token lifetime.
     pub revoked: Arc<RevokedSet>,
     metrics: Arc<Metrics>,
-    available: Arc<AtomicBool>,
+    /// The one notion of "store available": closed while calls reach it.
+    breaker: StoreBreaker,
+    /// How long a probe of the open breaker waits for the store.
+    probe_timeout: Duration,
     /// The store URL the service was started with (a reload cannot move it).
     store_url: String,
 }
@@ -60,12 +71,17 @@ impl SessionService {
             settings.pool,
             settings.migrate,
         ))?;
+        let breaker = StoreBreaker::new(
+            settings.store_probe_interval,
+            metrics.session_store.breaker_state.clone(),
+        );
         let service = Arc::new(SessionService {
             store,
             runtime,
             revoked: Arc::new(RevokedSet::new()),
             metrics,
-            available: Arc::new(AtomicBool::new(true)),
+            breaker,
+            probe_timeout: settings.pool.acquire_timeout.min(PROBE_TIMEOUT),
             store_url: settings.store_url.clone(),
         });
         let since = Timestamp::now().saturating_sub(settings.revoked_retention());
@@ -89,31 +105,87 @@ impl SessionService {
         self.store_url == url
     }
 
-    /// False while the database is unreachable (`/readyz` reports it).
+    /// False from the moment a call finds the database unreachable until
+    /// the background probe reaches it again, i.e. while the breaker is not
+    /// closed (`/readyz` reports it).
     pub fn is_available(&self) -> bool {
-        self.available.load(Ordering::Relaxed)
+        self.breaker.is_closed()
     }
 
-    /// Runs one store operation on the session runtime and records whether
-    /// the database answered.
+    /// Runs one store operation on the session runtime. While the breaker is
+    /// open it fails at once with [`StoreError::BreakerOpen`], without
+    /// touching the pool; a call that finds the database unavailable opens it.
     pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(Arc<dyn SessionStore>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
+        self.fail_fast()?;
         let result = match self.runtime.spawn(op(self.store.clone())).await {
             Ok(result) => result,
             Err(e) => Err(StoreError::Unavailable(format!(
                 "the session task failed: {e}"
             ))),
         };
-        match &result {
-            Err(e) if e.is_unavailable() => self.available.store(false, Ordering::Relaxed),
-            Ok(_) => self.available.store(true, Ordering::Relaxed),
-            Err(_) => {}
+        if let Err(e) = &result {
+            if e.is_unavailable() {
+                self.store_down(e);
+            }
         }
         result
+    }
+
+    /// Refuses a session request at once (503 with `Retry-After`) while the
+    /// breaker is open: for work that must not start when its session cannot
+    /// be stored, such as sending a login to the backend.
+    pub(crate) fn admit(&self) -> Result<(), GatewayError> {
+        self.fail_fast().map_err(|e| self.refusal(&e))
+    }
+
+    /// The answer to a failed store call; logs what the operator needs (the
+    /// client only learns whether and when to try again).
+    pub(crate) fn refusal(&self, error: &StoreError) -> GatewayError {
+        match error {
+            // Logged once, when the breaker opened.
+            StoreError::BreakerOpen { .. } => {}
+            // The breaker's log line names the cause that opened it; later
+            // failures of calls already in flight add nothing new.
+            e if e.is_unavailable() => tracing::debug!(%error, "session store unavailable"),
+            _ => {
+                tracing::error!(%error, "session store error");
+                return GatewayError::StoreFailed;
+            }
+        }
+        GatewayError::StoreUnavailable {
+            retry_after_secs: Some(super::ratelimit::retry_after_secs(
+                self.breaker.probe_interval(),
+            )),
+        }
+    }
+
+    /// `Err` while the breaker is open, counted as a fast failure.
+    fn fail_fast(&self) -> Result<(), StoreError> {
+        if self.breaker.is_closed() {
+            return Ok(());
+        }
+        self.metrics.session_store.fast_failures.inc();
+        Err(StoreError::BreakerOpen {
+            retry_after: self.breaker.probe_interval(),
+        })
+    }
+
+    /// Opens the breaker after `cause`, logging the outage once.
+    fn store_down(&self, cause: &StoreError) {
+        if self.breaker.trip() {
+            tracing::error!(
+                engine = self.engine(),
+                store = %store::redact_url(&self.store_url),
+                cause = %cause,
+                probe_interval = ?self.breaker.probe_interval(),
+                "session store unavailable: session requests answer 503 at once until a probe reaches it again; proxying continues on the last known revocations"
+            );
+        }
     }
 
     /// Records revocations made by this node: into the revoked set at once,
@@ -131,8 +203,9 @@ impl SessionService {
 
     /// Starts the background work on the session runtime: the revocation
     /// listener (Postgres), the revocation poll, the cleanup job and the
-    /// availability probe. They read their intervals from the live
-    /// `sessions` settings, which `current` returns (the reloaded ones).
+    /// store probe that watches for outages and closes the breaker after
+    /// one. They read their intervals from the live `sessions` settings,
+    /// which `current` returns (the reloaded ones).
     pub fn spawn_background(self: &Arc<Self>, current: CurrentSettings) {
         let state = current;
         let service = self.clone();
@@ -146,7 +219,8 @@ impl SessionService {
         let st = state.clone();
         self.runtime.spawn(async move { service.cleanup(st).await });
         let service = self.clone();
-        self.runtime.spawn(async move { service.probe().await });
+        self.runtime
+            .spawn(async move { service.probe(state).await });
     }
 
     /// A revocation learnt from another node (or polled): into the set; the
@@ -217,7 +291,7 @@ impl SessionService {
             }
             Err(e) => {
                 if e.is_unavailable() {
-                    self.available.store(false, Ordering::Relaxed);
+                    self.store_down(&e);
                 }
                 tracing::debug!(error = %e, "revocation poll failed; keeping the last known set");
                 false
@@ -235,6 +309,11 @@ impl SessionService {
             let Some(settings) = state() else {
                 continue;
             };
+            if !self.breaker.is_closed() {
+                // Nothing to learn from a store known to be down; `last`
+                // stays, so the first poll after the outage covers it.
+                continue;
+            }
             let started = Timestamp::now();
             // Overlap: revoked_at comes from the revoking node's clock and the
             // row may commit after it was stamped.
@@ -253,6 +332,10 @@ impl SessionService {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 continue;
             };
+            if !self.breaker.is_closed() {
+                tokio::time::sleep(settings.cleanup_interval).await;
+                continue;
+            }
             let now = Timestamp::now();
             // Revoked rows stay until no node could still need to load them.
             let revoked_before =
@@ -274,20 +357,61 @@ impl SessionService {
         }
     }
 
-    /// Pings the store so `/readyz` turns green again after an outage even
-    /// when no session request arrives.
-    async fn probe(self: Arc<Self>) {
+    /// Pings the store every `sessions.store_probe_interval`. While the
+    /// breaker is closed, a ping that finds the store unavailable opens it
+    /// (so an outage shows on `/readyz` and fails fast even before a session
+    /// request meets it); while open, one short probe at a time decides
+    /// whether it closes. Being the only task that probes, it never runs two
+    /// probes at once.
+    async fn probe(self: Arc<Self>, state: CurrentSettings) {
         loop {
-            tokio::time::sleep(HEALTH_INTERVAL).await;
-            let up = self.store.ping().await.is_ok();
-            let was = self.available.swap(up, Ordering::Relaxed);
-            if was != up {
-                if up {
-                    tracing::info!(engine = self.engine(), "session store reachable again");
-                } else {
-                    tracing::error!(engine = self.engine(), "session store unreachable: /api/auth answers 503, proxying continues on the last known revocations");
-                }
+            if let Some(settings) = state() {
+                self.breaker
+                    .set_probe_interval(settings.store_probe_interval);
             }
+            tokio::time::sleep(self.breaker.probe_interval()).await;
+            match self.breaker.state() {
+                BreakerState::Closed => {
+                    if let Err(e) = self.store.ping().await {
+                        if e.is_unavailable() {
+                            self.store_down(&e);
+                        }
+                    }
+                }
+                BreakerState::Open => self.probe_once().await,
+                // Cannot happen (only this task probes); the next round sees.
+                BreakerState::Probing => {}
+            }
+        }
+    }
+
+    /// One half-open probe: `SELECT 1` within [`PROBE_TIMEOUT`]; closes the
+    /// breaker when the store answers.
+    async fn probe_once(&self) {
+        if !self.breaker.begin_probe() {
+            return;
+        }
+        let reached = match tokio::time::timeout(self.probe_timeout, self.store.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "session store probe failed; still failing fast");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(
+                    timeout = ?self.probe_timeout,
+                    "session store probe timed out; still failing fast"
+                );
+                false
+            }
+        };
+        if let Some(outage) = self.breaker.end_probe(reached) {
+            tracing::info!(
+                engine = self.engine(),
+                store = %store::redact_url(&self.store_url),
+                outage = ?outage,
+                "session store reachable again: session requests go to the store again"
+            );
         }
     }
 }

@@ -43,6 +43,10 @@ pub struct SessionSettings {
     /// How often the store is polled for revocations made by other nodes
     /// (`sessions.revocation_poll_interval`, at least 100 ms).
     pub revocation_poll_interval: Duration,
+    /// How often the store is probed while session requests fail fast
+    /// because it was found unavailable (`sessions.store_probe_interval`,
+    /// at least 100 ms); also the `Retry-After` of those 503s, rounded up.
+    pub store_probe_interval: Duration,
     /// The session store's connection pool (`sessions.pool`).
     pub pool: PoolSettings,
     /// `iss` and `aud` of minted access tokens (the first configured values).
@@ -163,6 +167,7 @@ mod tests {
             admin_token_hash: None,
             cleanup_interval: Duration::from_secs(600),
             revocation_poll_interval: Duration::from_secs(10),
+            store_probe_interval: Duration::from_secs(1),
             pool: PoolSettings::sqlite(),
             issuer: None,
             audience: None,

@@ -276,6 +276,46 @@ impl Cluster {
         ])
     }
 
+    /// Stops the server the way a crash would (immediate shutdown: every
+    /// connection is cut without a goodbye, and the next start recovers from
+    /// the WAL); committed data stays. Blocking, and not from inside a Tokio
+    /// runtime (it runs one of its own).
+    pub fn crash(&self) -> Result<(), String> {
+        if self.durability == Durability::Fast {
+            // A fast cluster acknowledges commits before their WAL is written
+            // (`synchronous_commit=off`), so an immediate stop would lose the
+            // last moments of acknowledged work, which a durable server keeps.
+            // A checkpoint writes it out first, so the crash loses only what a
+            // durable server's would: nothing.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("start a runtime for CHECKPOINT: {e}"))?;
+            runtime.block_on(async {
+                let url = self.url("postgres");
+                let mut admin = sqlx::PgConnection::connect(&url)
+                    .await
+                    .map_err(|e| format!("connect to {url} for CHECKPOINT: {e}"))?;
+                sqlx::query("CHECKPOINT")
+                    .execute(&mut admin)
+                    .await
+                    .map_err(|e| format!("CHECKPOINT before the crash: {e}"))?;
+                let _ = admin.close().await;
+                Ok::<(), String>(())
+            })?;
+        }
+        self.pg_ctl(&[
+            "-D",
+            path_str(&self.data)?,
+            "-m",
+            "immediate",
+            "-w",
+            "-t",
+            "60",
+            "stop",
+        ])
+    }
+
     /// Starts the stopped server again on the same port.
     pub fn restart(&self) -> Result<(), String> {
         self.pg_ctl_start()

@@ -127,6 +127,7 @@ conformance_suite! {
     postgres_only: [
         revocation_on_one_gateway_reaches_a_second_gateway_within_a_second,
         store_outage_answers_503_keeps_proxying_and_recovers_with_sessions_intact,
+        store_outage_fails_session_requests_fast_until_the_probe_sees_the_store_back,
     ],
 }
 

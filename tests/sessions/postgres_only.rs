@@ -1,5 +1,6 @@
 //! Postgres only: revocations reaching a second gateway through LISTEN/NOTIFY,
-//! and surviving a database outage.
+//! surviving a database outage, and failing fast while the database is down
+//! (the store breaker).
 
 use super::*;
 
@@ -251,6 +252,207 @@ pub fn store_outage_answers_503_keeps_proxying_and_recovers_with_sessions_intact
     expect_access_revoked(&api(port, &revoked.access));
     // Logins work again.
     login_ok(port, BOB, Some("after the outage"));
+    drop(env);
+    drop(cluster);
+}
+
+/// `sessions.pool.acquire_timeout` of the breaker scenario: long, so that a
+/// request that waits for the pool cannot be mistaken for one that does not.
+const LONG_ACQUIRE: Duration = Duration::from_secs(10);
+/// What "at once" means while the breaker is open: far below [`LONG_ACQUIRE`]
+/// (a behavioural bound, not a performance measurement).
+const AT_ONCE: Duration = Duration::from_secs(2);
+const BREAKER_STATE: &str = "portcullis_session_store_breaker_state";
+const FAST_FAILURES: &str = "portcullis_session_store_fast_failures_total";
+const BREAKER_OPENED: &str = "session store unavailable: session requests answer 503 at once";
+const BREAKER_CLOSED: &str = "session store reachable again";
+
+/// A proxied route without authentication.
+const OPEN_ROUTE: &str = r#"  - name: open
+    match: { path_prefix: /open }
+    upstream: main
+    auth: none
+"#;
+
+/// Sends `send` and returns its answer with how long it took.
+fn timed(send: impl FnOnce() -> Response) -> (Response, Duration) {
+    let start = Instant::now();
+    let resp = send();
+    (resp, start.elapsed())
+}
+
+/// A 503 `session_store_unavailable` answered within [`AT_ONCE`], saying
+/// when to retry (the 1 s probe interval).
+#[track_caller]
+fn expect_fast_503((resp, took): (Response, Duration), what: &str) {
+    assert_eq!(
+        (resp.status, resp.json()["error"].as_str()),
+        (503, Some("session_store_unavailable")),
+        "{what}: {}",
+        resp.body
+    );
+    assert_eq!(
+        resp.header("retry-after"),
+        Some("1"),
+        "{what}: Retry-After is the probe interval in seconds: {:?}",
+        resp.headers
+    );
+    assert!(
+        took < AT_ONCE,
+        "{what} took {took:?} while the breaker is open: it waited for the pool (acquire timeout {LONG_ACQUIRE:?})"
+    );
+}
+
+/// The database crashes under a gateway whose pool waits 10 s for a
+/// connection. At most the first session request waits for the pool; it
+/// opens the breaker, and from then on refreshes, session lists, logins and
+/// the admin API answer 503 with `Retry-After` at once, the breaker gauge
+/// shows open, `/readyz` is 503, and proxying (`auth: none` and with access
+/// tokens) goes on. When the database is back, the background probe closes
+/// the breaker by itself: refresh works again, the gauge shows closed, and a
+/// refresh token issued before the outage (never used since) still
+/// refreshes.
+pub fn store_outage_fails_session_requests_fast_until_the_probe_sees_the_store_back() {
+    let cluster = pg::Cluster::start().expect("start a Postgres cluster of its own");
+    let env = Env::start_on(
+        Store::on_cluster(&cluster),
+        Setup {
+            routes: OPEN_ROUTE,
+            extra:
+                "  store_probe_interval: 1s\n  pool: { max_connections: 4, acquire_timeout: 10s }\n",
+            ..Setup::default()
+        },
+    );
+    let (port, admin) = (env.port(), env.gw.admin_port);
+    // Polled for the recovery (its refresh token is consumed then) …
+    let polled = login_ok(port, BOB, Some("polled for the recovery"));
+    // … and kept: its refresh token is only presented during the outage
+    // (which must not consume it) and once after.
+    let kept = login_ok(port, BOB, Some("kept through the outage"));
+    expect_metric(&env.gw, BREAKER_STATE, "", 0.0);
+    expect_metric(&env.gw, FAST_FAILURES, "", 0.0);
+
+    cluster.crash().expect("crash the database");
+
+    // The first session call after the crash may wait for the pool (up to
+    // the acquire timeout); it finds the store down and opens the breaker
+    // (unless the background ping got there first).
+    let (first, took) = timed(|| refresh(port, &kept.refresh));
+    expect_error(&first, 503, "session_store_unavailable");
+    assert!(
+        took < LONG_ACQUIRE + Duration::from_secs(5),
+        "the first refresh after the crash took {took:?}"
+    );
+    eprintln!("first refresh after the crash: 503 after {took:?}");
+
+    for attempt in 1..=3 {
+        let answer = timed(|| refresh(port, &kept.refresh));
+        expect_error(&answer.0, 503, "session_store_unavailable");
+        expect_fast_503(answer, &format!("refresh #{attempt} after the first"));
+    }
+    let answer = timed(|| list_sessions(port, &polled.access));
+    expect_error(&answer.0, 503, "session_store_unavailable");
+    expect_fast_503(answer, "GET /sessions");
+    let answer = timed(|| login(port, BOB, PASSWORD, Some("during the outage")));
+    expect_error(&answer.0, 503, "session_store_unavailable");
+    assert!(
+        !answer.0.body.contains("backend-issued"),
+        "{}",
+        answer.0.body
+    );
+    expect_fast_503(answer, "a login");
+    let answer = timed(|| {
+        request(
+            admin,
+            "GET",
+            "/admin/sessions?subject=u-2",
+            &[("Authorization", &bearer(ADMIN_TOKEN))],
+            None,
+        )
+    });
+    expect_fast_503(answer, "the admin session API");
+
+    // Between probes the breaker is open (1); while one is in flight, 2.
+    poll(
+        "the breaker gauge to show open",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || (metric_now(&env.gw, BREAKER_STATE, "") == 1.0).then_some(()),
+    );
+    // Three refreshes, the list, the login and the admin call, at least.
+    let fast = metric_now(&env.gw, FAST_FAILURES, "");
+    assert!(fast >= 6.0, "{FAST_FAILURES} = {fast}");
+    assert!(metric_now(&env.gw, REFRESH_TOTAL, r#"result="unavailable""#) >= 4.0);
+    let ready = get(admin, "/readyz", &[]);
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(
+        ready.json()["session_store"],
+        "unavailable",
+        "{}",
+        ready.body
+    );
+    // Proxying is untouched: an open route, and a protected one with a
+    // valid access token.
+    let (open, took) = timed(|| env.gw.get("/open/ping", &[]));
+    assert_eq!(open.status, 200, "{}", open.body);
+    assert!(took < AT_ONCE, "the open route took {took:?}");
+    upstream_saw(&api(port, &kept.access));
+
+    cluster.restart().expect("restart the database");
+
+    // Nothing but the probe closes the breaker: poll until refresh works.
+    let back = poll(
+        "refresh to work again after the database restart",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let resp = refresh(port, &polled.refresh);
+            (resp.status != 503).then_some(resp)
+        },
+    );
+    let after = expect_refreshed(&back, &bob_user());
+    expect_metric(&env.gw, BREAKER_STATE, "", 0.0);
+    poll(
+        "/readyz to recover",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || (get(admin, "/readyz", &[]).status == 200).then_some(()),
+    );
+    // The session data is intact: the kept refresh token still refreshes,
+    // and both sessions are listed with what they were opened with.
+    expect_refreshed(&refresh(port, &kept.refresh), &bob_user());
+    let listed = expect_ok(&list_sessions(port, &after.access), 200);
+    assert_eq!(listed["data"]["count"], 2, "{listed}");
+    let mut devices: Vec<&str> = listed["data"]["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter_map(|s| s["deviceInfo"].as_str())
+        .collect();
+    devices.sort_unstable();
+    assert_eq!(
+        devices,
+        ["kept through the outage", "polled for the recovery"]
+    );
+    login_ok(port, BOB, Some("after the outage"));
+
+    // One log line when the breaker opened (naming the store and the
+    // cause) and one when it closed.
+    let log = env.gw.proc.log_text();
+    let opened: Vec<&str> = log.lines().filter(|l| l.contains(BREAKER_OPENED)).collect();
+    assert_eq!(
+        opened.len(),
+        1,
+        "breaker-opened lines:\n{}",
+        opened.join("\n")
+    );
+    assert!(
+        opened[0].contains(&format!("127.0.0.1:{}", cluster.port)) && opened[0].contains("cause"),
+        "the opening line names the store and the cause: {}",
+        opened[0]
+    );
+    let closed = log.lines().filter(|l| l.contains(BREAKER_CLOSED)).count();
+    assert_eq!(closed, 1, "breaker-closed lines in:\n{log}");
     drop(env);
     drop(cluster);
 }

@@ -233,6 +233,8 @@ pub(super) fn compile_sessions(
             defaults::REVOCATION_POLL_INTERVAL,
         )
         .max(Duration::from_millis(100)),
+        store_probe_interval: d(raw.store_probe_interval, defaults::STORE_PROBE_INTERVAL)
+            .max(Duration::from_millis(100)),
         pool: PoolSettings {
             max_connections: raw
                 .pool

@@ -294,6 +294,17 @@ pub enum StoreError {
     /// timeout, or the pool is closed. Transient: `/api/auth` answers 503.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// Not tried: an earlier call found the store unavailable, and calls
+    /// fail fast until the session service's background probe reaches it
+    /// again. Transient like [`StoreError::Unavailable`].
+    #[error(
+        "session store unavailable: not tried, the breaker is open until a probe reaches the store (next probe within {:?})",
+        retry_after
+    )]
+    BreakerOpen {
+        /// The probe interval: when to try again.
+        retry_after: Duration,
+    },
     /// A concurrent change won (unique key taken, serialisation failure,
     /// deadlock); the caller may retry.
     #[error("session store conflict: {0}")]
@@ -318,9 +329,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True for failures that should make `/readyz` report the store down.
+    /// True for failures that should make `/readyz` report the store down
+    /// (and answer 503).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::BreakerOpen { .. }
+        )
     }
 }
 
