@@ -20,6 +20,8 @@ pub struct Listeners {
     pub admin: SocketAddr,
     pub threads: usize,
     pub grace_period: Duration,
+    /// HTTP/2 with prior knowledge (h2c) on the plain proxy listener.
+    pub h2c: bool,
     /// Limits on slow, idle and too many client connections.
     pub client: ClientLimits,
 }

@@ -173,7 +173,13 @@ pub(crate) fn run(config_path: PathBuf, first: Generation) -> ! {
     // Slow and broken clients: whole-phase read deadlines and a connection cap
     // around pingora's proxy app (see `conn_guard`).
     let client_guard = Arc::new(ClientGuard::new(listeners.client.clone(), &metrics));
-    let proxy_app = Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway));
+    let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    if listeners.h2c {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        proxy_app.server_options = Some(options);
+    }
+    let proxy_app = Arc::new(proxy_app);
     let mut proxy = Service::new(
         "portcullis proxy".to_owned(),
         GuardedApp::new(proxy_app, client_guard),

@@ -111,6 +111,7 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("listeners.admin", "127.0.0.1:9090"),
     ("listeners.threads", "number of CPUs"),
     ("listeners.grace_period", "5s"),
+    ("listeners.h2c", "false"),
     ("log.format", "pretty"),
     ("log.level", "info"),
     ("log.access", "true"),

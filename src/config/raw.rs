@@ -150,6 +150,8 @@ pub(crate) struct RawListeners {
     pub threads: Option<usize>,
     /// Seconds to keep serving in-flight requests on SIGTERM.
     pub grace_period: Option<HumanDuration>,
+    /// HTTP/2 with prior knowledge (h2c) on the plain proxy listener.
+    pub h2c: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -135,6 +135,7 @@ pub(crate) fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigE
             .grace_period
             .map(|d| d.0)
             .unwrap_or(defaults::GRACE_PERIOD),
+        h2c: raw.listeners.h2c.unwrap_or(false),
         client: limits::compile_client_limits(&mut ck, &raw.limits),
     };
     let log = LogSettings {
