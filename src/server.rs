@@ -1,5 +1,6 @@
-//! Process wiring: the pingora server with the proxy and admin services, and
-//! the supervisor that reloads the config on SIGHUP and runs health checks.
+//! Process wiring: the pingora server with the proxy and admin services, the
+//! supervisor that reloads the config on SIGHUP and runs health checks, and
+//! the [`crate::lifecycle`] pieces that drain, upgrade and exit.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,8 +8,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::server::configuration::ServerConf;
-use pingora::server::{Server, ShutdownWatch};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
@@ -16,6 +17,7 @@ use crate::admin::AdminApp;
 use crate::config;
 use crate::conn_guard::{ClientGuard, GuardedApp};
 use crate::generation::Generation;
+use crate::lifecycle::{DrainingApp, ExitWhenDrained, Lifecycle, SignalWatch};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::session::SessionService;
@@ -47,7 +49,7 @@ impl Supervisor {
             Ok(next) => {
                 if next.listeners != current.listeners {
                     tracing::warn!(
-                        "listener settings changed in {}; they apply after a restart (still serving on {})",
+                        "listener settings changed in {}; they apply after a restart or an upgrade (`run --upgrade`; still serving on {})",
                         self.config_path.display(),
                         current.listeners.proxy
                     );
@@ -123,8 +125,13 @@ impl BackgroundService for Supervisor {
     }
 }
 
-/// Starts the gateway with an already compiled first generation. Never returns.
-pub(crate) fn run(config_path: PathBuf, first: Generation) -> ! {
+/// How long pingora's own grace period outlasts ours: [`ExitWhenDrained`]
+/// exits at `grace_period` at the latest, pingora's sleep is the backstop.
+const PINGORA_GRACE_BACKSTOP_SECS: u64 = 2;
+
+/// Starts the gateway with an already compiled first generation; `upgrade`:
+/// take the listening sockets over from a running gateway. Never returns.
+pub(crate) fn run(config_path: PathBuf, first: Generation, upgrade: bool) -> ! {
     let listeners = first.listeners.clone();
     let state = Arc::new(ArcSwap::from_pointee(first));
     let metrics = Arc::new(Metrics::new());
@@ -162,12 +169,39 @@ pub(crate) fn run(config_path: PathBuf, first: Generation) -> ! {
 
     let conf = ServerConf {
         threads: listeners.threads,
-        grace_period_seconds: Some(listeners.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(listeners.grace_period.as_secs().max(1)),
+        grace_period_seconds: Some(
+            listeners.grace_period.as_secs_f64().ceil() as u64 + PINGORA_GRACE_BACKSTOP_SECS,
+        ),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: listeners.upgrade_socket.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    if upgrade {
+        tracing::info!(
+            socket = %listeners.upgrade_socket.display(),
+            "waiting for the running gateway's listening sockets; send it SIGQUIT"
+        );
+    }
+    // With `upgrade`, this receives the sockets (or exits after about 5 s
+    // without them).
     server.bootstrap();
+    if upgrade {
+        tracing::info!("listening sockets taken over from the previous process");
+    }
+
+    let lifecycle = match metrics.lifecycle_gauges() {
+        Ok(gauges) => Arc::new(Lifecycle::new(gauges)),
+        Err(e) => {
+            tracing::error!("cannot register the lifecycle metrics: {e}");
+            std::process::exit(1);
+        }
+    };
+    crate::lifecycle::install(lifecycle.clone());
 
     let gateway = Gateway::new(state.clone(), metrics.clone(), sessions.clone());
     // Slow and broken clients: whole-phase read deadlines and a connection cap
@@ -176,7 +210,7 @@ pub(crate) fn run(config_path: PathBuf, first: Generation) -> ! {
     let proxy_app = Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway));
     let mut proxy = Service::new(
         "portcullis proxy".to_owned(),
-        GuardedApp::new(proxy_app, client_guard),
+        DrainingApp::new(GuardedApp::new(proxy_app, client_guard), lifecycle.clone()),
     );
     proxy.add_listener(
         ListenerConfig::tcp(listeners.proxy.to_string()).l4_buffer(client_connection_buffers()),
@@ -186,6 +220,7 @@ pub(crate) fn run(config_path: PathBuf, first: Generation) -> ! {
         state: state.clone(),
         metrics: metrics.clone(),
         sessions: sessions.clone(),
+        lifecycle: lifecycle.clone(),
     };
     let mut admin = Service::new(
         "portcullis admin".to_owned(),
@@ -203,9 +238,24 @@ pub(crate) fn run(config_path: PathBuf, first: Generation) -> ! {
             sessions,
         },
     );
+    let exit = background_service(
+        "exit when drained",
+        ExitWhenDrained {
+            lifecycle: lifecycle.clone(),
+            grace_period: listeners.grace_period,
+        },
+    );
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(supervisor);
+    server.add_service(exit);
     tracing::info!(proxy = %listeners.proxy, admin = %listeners.admin, "portcullis starting");
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(SignalWatch {
+            lifecycle,
+            drain_window: listeners.drain_window,
+            upgrade_socket: listeners.upgrade_socket.clone(),
+        }),
+    });
+    std::process::exit(0)
 }

@@ -72,6 +72,7 @@ impl ProxyHttp for Gateway {
         // The head is in: its read deadline ends, the body's begins.
         let has_body = !session.is_body_empty();
         crate::conn_guard::head_read(session, has_body);
+        crate::lifecycle::request_started(session);
         let gen = self.state.load_full();
         ctx.begin(gen.clone(), session.req_header());
         self.admit(session, &gen, ctx).await
@@ -167,6 +168,7 @@ impl ProxyHttp for Gateway {
     /// Metrics and one access event per request; closes the request's spans.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         crate::conn_guard::request_done(session);
+        crate::lifecycle::request_finished();
         access_log::record(&self.metrics, session, e, ctx);
     }
 }

@@ -4,6 +4,7 @@
 mod headers;
 mod jwt;
 mod limits;
+mod listeners;
 mod plugins;
 mod routes;
 mod sessions;
@@ -135,6 +136,12 @@ pub(crate) fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigE
             .grace_period
             .map(|d| d.0)
             .unwrap_or(defaults::GRACE_PERIOD),
+        drain_window: raw
+            .listeners
+            .drain_window
+            .map(|d| d.0)
+            .unwrap_or(defaults::DRAIN_WINDOW),
+        upgrade_socket: listeners::compile_upgrade_socket(&mut ck, &raw.listeners, admin.port()),
         client: limits::compile_client_limits(&mut ck, &raw.limits),
     };
     let log = LogSettings {
