@@ -42,6 +42,11 @@ pub struct RunOptions {
     /// send the running process SIGQUIT.
     #[arg(long)]
     pub upgrade: bool,
+    /// Write the process id to FILE once the process holds its listening
+    /// sockets (with `--upgrade`: once it has taken them over), for service
+    /// managers (systemd `PIDFile=`) and scripts/portcullis-service.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
 }
 
 /// The top-level subcommands.
@@ -96,7 +101,7 @@ pub enum TokenCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(r) => run(r.config.config, r.upgrade),
+        Command::Run(r) => run(r.config.config, r.upgrade, r.pid_file),
         Command::Check(c) => check(c.config),
         Command::Migrate(c) => migrate(c.config),
         Command::Token(TokenCommand::Mint {
@@ -122,14 +127,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(path: PathBuf, upgrade: bool) -> ExitCode {
+fn run(path: PathBuf, upgrade: bool, pid_file: Option<PathBuf>) -> ExitCode {
     match config::load(&path) {
         Ok(generation) => {
             crate::logging::init(&generation.log);
             for w in &generation.warnings {
                 tracing::warn!("{w}");
             }
-            crate::server::run(path, generation, upgrade)
+            crate::server::run(path, generation, crate::server::Start { upgrade, pid_file })
         }
         Err(e) => {
             eprintln!("{e}");

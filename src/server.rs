@@ -2,7 +2,7 @@
 //! supervisor that reloads the config on SIGHUP and runs health checks, and
 //! the [`crate::lifecycle`] pieces that drain, upgrade and exit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -129,9 +129,35 @@ impl BackgroundService for Supervisor {
 /// exits at `grace_period` at the latest, pingora's sleep is the backstop.
 const PINGORA_GRACE_BACKSTOP_SECS: u64 = 2;
 
-/// Starts the gateway with an already compiled first generation; `upgrade`:
-/// take the listening sockets over from a running gateway. Never returns.
-pub(crate) fn run(config_path: PathBuf, first: Generation, upgrade: bool) -> ! {
+/// How the process comes up (`run`'s flags).
+pub(crate) struct Start {
+    /// Take the listening sockets over from a running gateway.
+    pub upgrade: bool,
+    /// Where to write the process id once the sockets are held.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Writes this process's id to `path` whole (a reader never sees half a
+/// file): into a temporary file beside it, then renamed over it.
+fn write_pid_file(path: &Path) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    std::fs::write(&temporary, format!("{}\n", std::process::id()))?;
+    std::fs::rename(&temporary, path)
+}
+
+/// Starts the gateway with an already compiled first generation. Never returns.
+pub(crate) fn run(config_path: PathBuf, first: Generation, start: Start) -> ! {
+    let Start { upgrade, pid_file } = start;
+    if let Some(dir) = pid_file.as_deref().and_then(Path::parent) {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            tracing::error!(
+                "--pid-file: directory {} does not exist; create it or name another file",
+                dir.display()
+            );
+            std::process::exit(1);
+        }
+    }
     let listeners = first.listeners.clone();
     let state = Arc::new(ArcSwap::from_pointee(first));
     let metrics = Arc::new(Metrics::new());
@@ -192,6 +218,17 @@ pub(crate) fn run(config_path: PathBuf, first: Generation, upgrade: bool) -> ! {
     server.bootstrap();
     if upgrade {
         tracing::info!("listening sockets taken over from the previous process");
+    }
+    if let Some(path) = &pid_file {
+        // Before the old process of an upgrade exits (it drains for at least
+        // 5 s more): systemd follows a forking service to its new PID as long
+        // as the PID file names it first.
+        if let Err(e) = write_pid_file(path) {
+            tracing::error!(
+                pid_file = %path.display(),
+                "cannot write the pid file: {e}; serving anyway, but a service manager reading it loses track of this process"
+            );
+        }
     }
 
     let lifecycle = match metrics.lifecycle_gauges() {

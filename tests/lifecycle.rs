@@ -134,7 +134,11 @@ fn sigterm_with_nothing_in_flight_exits_well_before_the_grace_period() {
     let status = wait_for_exit(&mut gw.proc, Duration::from_secs(10));
     let took = sent.elapsed();
 
-    assert!(status.success(), "exit status {status}:\n{}", gw.proc.log_text());
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        gw.proc.log_text()
+    );
     assert!(
         took >= Duration::from_secs(1),
         "the drain window (1s) was not kept: exited after {took:?}"
@@ -149,8 +153,8 @@ fn sigterm_with_nothing_in_flight_exits_well_before_the_grace_period() {
 }
 
 #[test]
-fn sigterm_lets_slow_requests_finish_while_the_drain_window_serves_new_ones_with_connection_close(
-) {
+fn sigterm_lets_slow_requests_finish_while_the_drain_window_serves_new_ones_with_connection_close()
+{
     let backend = Backend::start("a");
     let slow = slow_upstream(Duration::from_secs(4));
     let mut gw = gateway(
@@ -162,10 +166,7 @@ fn sigterm_lets_slow_requests_finish_while_the_drain_window_serves_new_ones_with
     let before = kept.get("/before");
     assert_eq!(before.status, 200);
     assert_eq!(before.header("connection"), Some("keep-alive"));
-    assert_eq!(
-        get(gw.admin_port, "/readyz", &[]).json()["status"],
-        "ready"
-    );
+    assert_eq!(get(gw.admin_port, "/readyz", &[]).json()["status"], "ready");
 
     let requests = slow_requests(gw.port, 3);
     wait_until("3 slow requests in flight", Duration::from_secs(10), || {
@@ -180,10 +181,7 @@ fn sigterm_lets_slow_requests_finish_while_the_drain_window_serves_new_ones_with
     });
     let readyz = get(gw.admin_port, "/readyz", &[]);
     assert_eq!(readyz.json()["status"], "draining", "{}", readyz.body);
-    assert_eq!(
-        metric(&gw.metrics(), "portcullis_draining", ""),
-        1.0
-    );
+    assert_eq!(metric(&gw.metrics(), "portcullis_draining", ""), 1.0);
     // Within the drain window new connections are served, and every answer
     // closes its connection: on a new connection and on a kept-alive one.
     let mut fresh = KeepAlive::open(gw.port);
@@ -213,7 +211,11 @@ fn sigterm_lets_slow_requests_finish_while_the_drain_window_serves_new_ones_with
     );
     let status = wait_for_exit(&mut gw.proc, Duration::from_secs(10));
     let exited = Instant::now();
-    assert!(status.success(), "exit status {status}:\n{}", gw.proc.log_text());
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        gw.proc.log_text()
+    );
     assert!(
         exited - last < Duration::from_secs(5),
         "exited {:?} after the last request finished; expected promptly",
@@ -230,11 +232,7 @@ fn sigterm_lets_slow_requests_finish_while_the_drain_window_serves_new_ones_with
 fn the_grace_period_cuts_requests_still_in_flight_and_the_log_says_how_many() {
     let backend = Backend::start("a");
     let slow = slow_upstream(Duration::from_secs(60));
-    let mut gw = gateway(
-        "grace_period: 1s\ndrain_window: 0s",
-        &backend.addr(),
-        &slow,
-    );
+    let mut gw = gateway("grace_period: 1s\ndrain_window: 0s", &backend.addr(), &slow);
     let requests = slow_requests(gw.port, 2);
     wait_until("2 slow requests in flight", Duration::from_secs(10), || {
         in_flight(&gw) == 2.0
@@ -244,7 +242,11 @@ fn the_grace_period_cuts_requests_still_in_flight_and_the_log_says_how_many() {
     let status = wait_for_exit(&mut gw.proc, Duration::from_secs(15));
     let took = sent.elapsed();
 
-    assert!(status.success(), "exit status {status}:\n{}", gw.proc.log_text());
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        gw.proc.log_text()
+    );
     assert!(
         took >= Duration::from_secs(1),
         "cut before the grace period: {took:?}"
@@ -411,4 +413,109 @@ fn wait_until_served(gw: &Gateway, name: &str) {
                 ) > 0.0
         },
     );
+}
+
+/// Ends, when dropped, the gateway processes a script started (they are
+/// not this test's children): the ids it saw in the PID file.
+struct ScriptStarted(Vec<u32>);
+
+impl Drop for ScriptStarted {
+    fn drop(&mut self) {
+        for pid in self.0.iter().filter(|pid| !process_gone(**pid)) {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// `/proc/PID` is gone or a zombie (its parent, the script, has exited, and
+/// whoever inherited it may not reap it at once).
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+fn service_script(command: &str, config: &Path, pid_file: &Path, log: &Path) -> bool {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/portcullis-service");
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open the script log");
+    Command::new("sh")
+        .arg(script)
+        .args([
+            command,
+            config.to_str().expect("utf-8"),
+            pid_file.to_str().expect("utf-8"),
+        ])
+        .env("PORTCULLIS_BIN", env!("CARGO_BIN_EXE_portcullis"))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone log handle"))
+        .stderr(out)
+        .status()
+        .expect("run scripts/portcullis-service")
+        .success()
+}
+
+fn pid_in(pid_file: &Path) -> u32 {
+    String::from_utf8_lossy(&read(pid_file))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{} holds no pid: {e}", pid_file.display()))
+}
+
+#[test]
+fn the_service_script_starts_and_upgrades_with_the_pid_file_naming_the_serving_process() {
+    let backend = Backend::start("a");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (port, admin_port) = (free_port(), free_port());
+    let config = dir.path().join("portcullis.yaml");
+    let template = format!(
+        "listeners:\n  proxy: \"{{PROXY}}\"\n  admin: \"{{ADMIN}}\"\n  threads: 1\n  grace_period: 5s\n  upgrade_socket: upgrade.sock\n\
+         upstreams:\n  main:\n    targets: [\"{}\"]\n\
+         routes:\n  - name: open\n    match: {{ path_prefix: / }}\n    upstream: main\n    auth: none\n",
+        backend.addr()
+    );
+    std::fs::write(&config, render(&template, port, admin_port)).expect("write config");
+    let pid_file = dir.path().join("portcullis.pid");
+    let log = dir.path().join("service.log");
+    let mut started = ScriptStarted(Vec::new());
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    assert!(
+        service_script("start", &config, &pid_file, &log),
+        "start failed:\n{}",
+        log_text()
+    );
+    let first = pid_in(&pid_file);
+    started.0.push(first);
+    wait_until("the gateway to serve", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/x", &[]).status == 200
+    });
+
+    assert!(
+        service_script("upgrade", &config, &pid_file, &log),
+        "upgrade failed:\n{}",
+        log_text()
+    );
+    let second = pid_in(&pid_file);
+    started.0.push(second);
+    assert_ne!(second, first, "the PID file must name the new process");
+    assert!(
+        !process_gone(second),
+        "the new process is running:\n{}",
+        log_text()
+    );
+    wait_until("the old process to exit", Duration::from_secs(30), || {
+        process_gone(first)
+    });
+    assert_eq!(get(port, "/x", &[]).status, 200);
+    assert_eq!(get(admin_port, "/readyz", &[]).status, 200);
 }
