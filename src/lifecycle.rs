@@ -32,7 +32,9 @@
 //! [`DrainingApp`] holds that clean-up back until the connections accepted
 //! during the drain are done (each serves one request: its answer says
 //! `Connection: close`). And the exit waits for open connections, not only
-//! for requests, so such a connection is served before the process leaves.
+//! for requests, and only once the proxy's accept loops have ended and a
+//! short [`SETTLE`] has let the connections of their last turn be counted,
+//! so such a connection is served before the process leaves.
 //!
 //! One process, one drain: the state is process-wide ([`install`]), so the
 //! proxy phases reach it with one call each ([`request_started`],
