@@ -135,6 +135,7 @@ listeners:
   admin: "127.0.0.1:$ADMIN"
   threads: 1
   grace_period: 0s   # stop at once when the run ends
+  drain_window: 0s
 log:
   level: warn
   access: false

@@ -201,6 +201,7 @@ listeners:
   admin: "127.0.0.1:$ADMIN"
   threads: $THREADS
   grace_period: 1s
+  drain_window: 0s   # the script stops each gateway and waits for it
 log:
   level: warn
   access: false

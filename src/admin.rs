@@ -13,6 +13,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::error::GatewayError;
 use crate::generation::Generation;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::reply::Reply;
 use crate::session::{admin_api, SessionService};
@@ -22,6 +23,8 @@ pub(crate) struct AdminApp {
     pub state: Arc<ArcSwap<Generation>>,
     pub metrics: Arc<Metrics>,
     pub sessions: Option<Arc<SessionService>>,
+    /// Whether the process drains (`/readyz` 503, connections closed).
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// The API contract (`docs/openapi.json`), built in so the document served is
@@ -61,9 +64,22 @@ fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
     )
 }
 
+/// Upstreams with at least one healthy target.
+fn healthy_pools(gen: &Generation) -> usize {
+    gen.upstreams
+        .iter()
+        .filter(|u| u.targets.iter().any(|t| t.is_healthy()))
+        .count()
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if self.lifecycle.is_draining() {
+            // Health checkers and scrapers on keep-alive move to the new
+            // process of an upgrade, or notice this one is going.
+            session.set_keepalive(None);
+        }
         let path = session.req_header().uri.path().to_owned();
         if path == admin_api::PREFIX || path.starts_with("/admin/sessions/") {
             let gen = self.state.load_full();
@@ -80,13 +96,20 @@ impl ServeHttp for AdminApp {
         }
         match path.as_str() {
             "/healthz" => json(200, serde_json::json!({"status": "ok"})),
+            "/readyz" if self.lifecycle.is_draining() => {
+                let gen = self.state.load();
+                json(
+                    503,
+                    serde_json::json!({
+                        "status": "draining",
+                        "upstreams_with_healthy_targets": healthy_pools(&gen),
+                        "upstreams": gen.upstreams.len(),
+                    }),
+                )
+            }
             "/readyz" => {
                 let gen = self.state.load();
-                let healthy_pools = gen
-                    .upstreams
-                    .iter()
-                    .filter(|u| u.targets.iter().any(|t| t.is_healthy()))
-                    .count();
+                let healthy_pools = healthy_pools(&gen);
                 let store = match (&gen.sessions, &self.sessions) {
                     (None, _) => None,
                     (Some(_), Some(s)) if s.is_available() => Some("available"),

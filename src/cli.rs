@@ -31,11 +31,30 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+/// The options of `run`.
+#[derive(Debug, Args)]
+pub struct RunOptions {
+    /// The config to serve.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Take the listening sockets over from the gateway running with the same
+    /// `listeners.upgrade_socket` (zero-downtime upgrade): start this, then
+    /// send the running process SIGQUIT.
+    #[arg(long)]
+    pub upgrade: bool,
+    /// Write the process id to FILE once the process holds its listening
+    /// sockets (with `--upgrade`: once it has taken them over), for service
+    /// managers (systemd `PIDFile=`) and scripts/portcullis-service.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+}
+
 /// The top-level subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the gateway (SIGHUP reloads the config, SIGTERM drains and stops).
-    Run(ConfigArg),
+    /// Start the gateway (SIGHUP reloads the config, SIGTERM drains and stops,
+    /// SIGQUIT hands the sockets to a `run --upgrade` process and stops).
+    Run(RunOptions),
     /// Validate a config without starting; exit status 0 when it is valid.
     Check(ConfigArg),
     /// Apply the session-store migrations of `sessions.store` and exit.
@@ -82,7 +101,7 @@ pub enum TokenCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(c) => run(c.config),
+        Command::Run(r) => run(r.config.config, r.upgrade, r.pid_file),
         Command::Check(c) => check(c.config),
         Command::Migrate(c) => migrate(c.config),
         Command::Token(TokenCommand::Mint {
@@ -108,14 +127,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(path: PathBuf) -> ExitCode {
+fn run(path: PathBuf, upgrade: bool, pid_file: Option<PathBuf>) -> ExitCode {
     match config::load(&path) {
         Ok(generation) => {
             crate::logging::init(&generation.log);
             for w in &generation.warnings {
                 tracing::warn!("{w}");
             }
-            crate::server::run(path, generation)
+            crate::server::run(path, generation, crate::server::Start { upgrade, pid_file })
         }
         Err(e) => {
             eprintln!("{e}");

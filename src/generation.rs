@@ -19,9 +19,15 @@ pub struct Listeners {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub threads: usize,
+    /// After the drain window, how long in-flight requests may take before they are cut.
     pub grace_period: Duration,
     /// HTTP/2 with prior knowledge (h2c) on the plain proxy listener.
     pub h2c: bool,
+    /// On SIGTERM, how long new connections are still served (with
+    /// `Connection: close`) while `/readyz` says `draining`.
+    pub drain_window: Duration,
+    /// Where `run --upgrade` takes over the listening sockets (absolute).
+    pub upgrade_socket: PathBuf,
     /// Limits on slow, idle and too many client connections.
     pub client: ClientLimits,
 }

@@ -20,6 +20,7 @@ pub(crate) mod error;
 pub(crate) mod generation;
 pub(crate) mod headers;
 pub mod jwt;
+pub(crate) mod lifecycle;
 pub(crate) mod logging;
 pub(crate) mod metrics;
 pub mod plugin;

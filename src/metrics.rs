@@ -377,3 +377,39 @@ impl SessionStoreMetrics {
         }
     }
 }
+
+// Process lifecycle (`crate::lifecycle`): drain and in-flight gauges. Kept in
+// one block, registered by the server at start, so the other metrics stay
+// untouched.
+
+/// The gauges of the process lifecycle: `portcullis_draining` and
+/// `portcullis_in_flight_requests`.
+#[derive(Clone)]
+pub(crate) struct LifecycleGauges {
+    /// 1 from SIGTERM (or the SIGQUIT of an upgrade) until exit, else 0.
+    pub draining: IntGauge,
+    /// Proxy requests between `request_filter` and `logging`.
+    pub in_flight_requests: IntGauge,
+}
+
+impl Metrics {
+    /// Creates the lifecycle gauges in this registry. Once per registry:
+    /// a second call fails with prometheus' duplicate-metric error.
+    pub(crate) fn lifecycle_gauges(&self) -> prometheus::Result<LifecycleGauges> {
+        let draining = IntGauge::new(
+            "draining",
+            "1 while the process drains before it exits (SIGTERM, or SIGQUIT during an upgrade), else 0",
+        )?;
+        let in_flight_requests = IntGauge::new(
+            "in_flight_requests",
+            "Proxy requests being answered right now",
+        )?;
+        self.registry.register(Box::new(draining.clone()))?;
+        self.registry
+            .register(Box::new(in_flight_requests.clone()))?;
+        Ok(LifecycleGauges {
+            draining,
+            in_flight_requests,
+        })
+    }
+}

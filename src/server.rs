@@ -1,14 +1,15 @@
-//! Process wiring: the pingora server with the proxy and admin services, and
-//! the supervisor that reloads the config on SIGHUP and runs health checks.
+//! Process wiring: the pingora server with the proxy and admin services, the
+//! supervisor that reloads the config on SIGHUP and runs health checks, and
+//! the [`crate::lifecycle`] pieces that drain, upgrade and exit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::server::configuration::ServerConf;
-use pingora::server::{Server, ShutdownWatch};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
@@ -16,6 +17,7 @@ use crate::admin::AdminApp;
 use crate::config;
 use crate::conn_guard::{ClientGuard, GuardedApp};
 use crate::generation::Generation;
+use crate::lifecycle::{DrainingApp, ExitWhenDrained, Lifecycle, SignalWatch};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::session::SessionService;
@@ -47,7 +49,7 @@ impl Supervisor {
             Ok(next) => {
                 if next.listeners != current.listeners {
                     tracing::warn!(
-                        "listener settings changed in {}; they apply after a restart (still serving on {})",
+                        "listener settings changed in {}; they apply after a restart or an upgrade (`run --upgrade`; still serving on {})",
                         self.config_path.display(),
                         current.listeners.proxy
                     );
@@ -123,8 +125,39 @@ impl BackgroundService for Supervisor {
     }
 }
 
+/// How long pingora's own grace period outlasts ours: [`ExitWhenDrained`]
+/// exits at `grace_period` at the latest, pingora's sleep is the backstop.
+const PINGORA_GRACE_BACKSTOP_SECS: u64 = 2;
+
+/// How the process comes up (`run`'s flags).
+pub(crate) struct Start {
+    /// Take the listening sockets over from a running gateway.
+    pub upgrade: bool,
+    /// Where to write the process id once the sockets are held.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Writes this process's id to `path` whole (a reader never sees half a
+/// file): into a temporary file beside it, then renamed over it.
+fn write_pid_file(path: &Path) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    std::fs::write(&temporary, format!("{}\n", std::process::id()))?;
+    std::fs::rename(&temporary, path)
+}
+
 /// Starts the gateway with an already compiled first generation. Never returns.
-pub(crate) fn run(config_path: PathBuf, first: Generation) -> ! {
+pub(crate) fn run(config_path: PathBuf, first: Generation, start: Start) -> ! {
+    let Start { upgrade, pid_file } = start;
+    if let Some(dir) = pid_file.as_deref().and_then(Path::parent) {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            tracing::error!(
+                "--pid-file: directory {} does not exist; create it or name another file",
+                dir.display()
+            );
+            std::process::exit(1);
+        }
+    }
     let listeners = first.listeners.clone();
     let state = Arc::new(ArcSwap::from_pointee(first));
     let metrics = Arc::new(Metrics::new());
@@ -162,12 +195,50 @@ pub(crate) fn run(config_path: PathBuf, first: Generation) -> ! {
 
     let conf = ServerConf {
         threads: listeners.threads,
-        grace_period_seconds: Some(listeners.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(listeners.grace_period.as_secs().max(1)),
+        grace_period_seconds: Some(
+            listeners.grace_period.as_secs_f64().ceil() as u64 + PINGORA_GRACE_BACKSTOP_SECS,
+        ),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: listeners.upgrade_socket.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    if upgrade {
+        tracing::info!(
+            socket = %listeners.upgrade_socket.display(),
+            "waiting for the running gateway's listening sockets; send it SIGQUIT"
+        );
+    }
+    // With `upgrade`, this receives the sockets (or exits after about 5 s
+    // without them).
     server.bootstrap();
+    if upgrade {
+        tracing::info!("listening sockets taken over from the previous process");
+    }
+    if let Some(path) = &pid_file {
+        // Before the old process of an upgrade exits (it drains for at least
+        // 5 s more): systemd follows a forking service to its new PID as long
+        // as the PID file names it first.
+        if let Err(e) = write_pid_file(path) {
+            tracing::error!(
+                pid_file = %path.display(),
+                "cannot write the pid file: {e}; serving anyway, but a service manager reading it loses track of this process"
+            );
+        }
+    }
+
+    let lifecycle = match metrics.lifecycle_gauges() {
+        Ok(gauges) => Arc::new(Lifecycle::new(gauges)),
+        Err(e) => {
+            tracing::error!("cannot register the lifecycle metrics: {e}");
+            std::process::exit(1);
+        }
+    };
+    crate::lifecycle::install(lifecycle.clone());
 
     let gateway = Gateway::new(state.clone(), metrics.clone(), sessions.clone());
     // Slow and broken clients: whole-phase read deadlines and a connection cap
@@ -182,7 +253,7 @@ pub(crate) fn run(config_path: PathBuf, first: Generation) -> ! {
     let proxy_app = Arc::new(proxy_app);
     let mut proxy = Service::new(
         "portcullis proxy".to_owned(),
-        GuardedApp::new(proxy_app, client_guard),
+        DrainingApp::new(GuardedApp::new(proxy_app, client_guard), lifecycle.clone()),
     );
     proxy.add_listener(
         ListenerConfig::tcp(listeners.proxy.to_string()).l4_buffer(client_connection_buffers()),
@@ -192,6 +263,7 @@ pub(crate) fn run(config_path: PathBuf, first: Generation) -> ! {
         state: state.clone(),
         metrics: metrics.clone(),
         sessions: sessions.clone(),
+        lifecycle: lifecycle.clone(),
     };
     let mut admin = Service::new(
         "portcullis admin".to_owned(),
@@ -209,9 +281,24 @@ pub(crate) fn run(config_path: PathBuf, first: Generation) -> ! {
             sessions,
         },
     );
+    let exit = background_service(
+        "exit when drained",
+        ExitWhenDrained {
+            lifecycle: lifecycle.clone(),
+            grace_period: listeners.grace_period,
+        },
+    );
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(supervisor);
+    server.add_service(exit);
     tracing::info!(proxy = %listeners.proxy, admin = %listeners.admin, "portcullis starting");
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(SignalWatch {
+            lifecycle,
+            drain_window: listeners.drain_window,
+            upgrade_socket: listeners.upgrade_socket.clone(),
+        }),
+    });
+    std::process::exit(0)
 }

@@ -267,3 +267,35 @@ fn request_reading_options_and_client_limits_are_checked() {
     assert!(!ok, "{text}");
     assert!(text.contains("limits.header_read_timeout is 0"), "{text}");
 }
+
+#[test]
+fn an_upgrade_socket_in_a_missing_directory_or_too_long_is_reported_where_written() {
+    let routes =
+        "  - name: api\n    match: { path_prefix: /api }\n    upstream: backend\n    auth: none\n";
+    let with = |socket: &str| {
+        let head = HEAD.replacen(
+            "listeners:\n",
+            &format!("listeners:\n  upgrade_socket: \"{socket}\"\n"),
+            1,
+        );
+        check(&format!("{head}{routes}"))
+    };
+    let (ok, text, _d) = with("no-such-dir/upgrade.sock");
+    assert!(!ok);
+    assert!(
+        text.contains(
+            "portcullis.yaml:2:19: listeners.upgrade_socket `no-such-dir/upgrade.sock`: directory "
+        ) && text.contains("no-such-dir does not exist"),
+        "{text}"
+    );
+    let long = format!("/tmp/{}.sock", "x".repeat(120));
+    let (ok, text, _d) = with(&long);
+    assert!(!ok);
+    assert!(
+        text.contains("portcullis.yaml:2:19: listeners.upgrade_socket `")
+            && text.contains("a Unix socket path may have at most 107"),
+        "{text}"
+    );
+    let (ok, text, _d) = with("upgrade.sock");
+    assert!(ok, "a socket beside the config is fine:\n{text}");
+}

@@ -9,6 +9,13 @@ use std::time::Duration;
 pub const ADMIN_LISTENER: &str = "127.0.0.1:9090";
 /// `listeners.grace_period`.
 pub const GRACE_PERIOD: Duration = Duration::from_secs(5);
+/// `listeners.drain_window`.
+pub const DRAIN_WINDOW: Duration = Duration::from_secs(5);
+/// `listeners.upgrade_socket`, with the admin listener's port in the name so
+/// two gateways on one host do not meet on one socket.
+pub fn upgrade_socket(admin_port: u16) -> std::path::PathBuf {
+    format!("/tmp/portcullis-upgrade-{admin_port}.sock").into()
+}
 
 /// `log.level`.
 pub const LOG_LEVEL: &str = "info";
@@ -112,6 +119,11 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("listeners.threads", "number of CPUs"),
     ("listeners.grace_period", "5s"),
     ("listeners.h2c", "false"),
+    ("listeners.drain_window", "5s"),
+    (
+        "listeners.upgrade_socket",
+        "/tmp/portcullis-upgrade-<admin port>.sock",
+    ),
     ("log.format", "pretty"),
     ("log.level", "info"),
     ("log.access", "true"),
@@ -223,6 +235,7 @@ mod tests {
         };
         for (key, value) in [
             ("listeners.grace_period", GRACE_PERIOD),
+            ("listeners.drain_window", DRAIN_WINDOW),
             ("jwt.leeway", JWT_LEEWAY),
             ("limits.header_read_timeout", HEADER_READ_TIMEOUT),
             ("limits.body_read_timeout", BODY_READ_TIMEOUT),
@@ -282,6 +295,10 @@ mod tests {
             assert_eq!(doc(key).parse::<bool>(), Ok(value), "{key}");
         }
         assert_eq!(doc("listeners.admin"), ADMIN_LISTENER);
+        assert_eq!(
+            doc("listeners.upgrade_socket").replace("<admin port>", "9090"),
+            upgrade_socket(9090).to_string_lossy()
+        );
         assert_eq!(doc("log.level"), LOG_LEVEL);
         assert_eq!(doc("sessions.base_path"), SESSIONS_BASE_PATH);
         assert_eq!(doc("sessions.cookie.name"), REFRESH_COOKIE);

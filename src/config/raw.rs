@@ -148,10 +148,16 @@ pub(crate) struct RawListeners {
     pub admin: Option<Spanned<ListenAddr>>,
     /// Worker threads of the proxy service (default: number of CPUs).
     pub threads: Option<usize>,
-    /// Seconds to keep serving in-flight requests on SIGTERM.
+    /// After the drain window, how long in-flight requests may take to finish.
     pub grace_period: Option<HumanDuration>,
     /// HTTP/2 with prior knowledge (h2c) on the plain proxy listener.
     pub h2c: Option<bool>,
+    /// On SIGTERM, how long the gateway keeps accepting (answering with
+    /// `Connection: close`, `/readyz` 503) before it stops accepting.
+    pub drain_window: Option<HumanDuration>,
+    /// Unix socket over which `run --upgrade` takes the listening sockets
+    /// of the running process (relative to the config file's directory).
+    pub upgrade_socket: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

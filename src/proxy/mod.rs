@@ -72,6 +72,7 @@ impl ProxyHttp for Gateway {
         // The head is in: its read deadline ends, the body's begins.
         let has_body = !session.is_body_empty();
         crate::conn_guard::head_read(session, has_body);
+        crate::lifecycle::request_started(session);
         // RFC 9112 §9.3.2: bytes after this request (a pipelined request, a
         // stray CRLF) wait for their turn instead of failing this one.
         session.downstream_session.set_pipelining_enabled(true);
@@ -125,13 +126,15 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// Echoes the request id to the client.
+    /// Echoes the request id to the client; while draining, the answer
+    /// closes its connection.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        crate::lifecycle::answer_starting(session);
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
     }
@@ -171,6 +174,7 @@ impl ProxyHttp for Gateway {
     /// Metrics and one access event per request; closes the request's spans.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         crate::conn_guard::request_done(session);
+        crate::lifecycle::request_finished();
         access_log::record(&self.metrics, session, e, ctx);
     }
 }

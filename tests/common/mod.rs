@@ -424,3 +424,36 @@ pub fn now() -> i64 {
         .expect("the clock is after 1970")
         .as_secs() as i64
 }
+
+/// Starts the `portcullis` binary with `args` (e.g. `run --upgrade -c …`),
+/// its output in `log`; killed when dropped.
+pub fn spawn_portcullis(args: &[&str], log: PathBuf) -> Proc {
+    spawn(env!("CARGO_BIN_EXE_portcullis"), args, log)
+}
+
+/// Sends `signal` (a name `kill -s` knows: TERM, QUIT, HUP, INT) to `proc`.
+pub fn signal(proc: &Proc, signal: &str) {
+    let pid = proc.child.id().to_string();
+    let ok = Command::new("kill")
+        .args(["-s", signal, &pid])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -s {signal} {pid} failed");
+}
+
+/// Waits until `proc` has exited, at most `within`; its exit status.
+pub fn wait_for_exit(proc: &mut Proc, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the process did not exit within {within:?}:\n{}",
+            proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -4,6 +4,7 @@
 mod headers;
 mod jwt;
 mod limits;
+mod listeners;
 mod plugins;
 mod routes;
 mod sessions;
@@ -136,6 +137,12 @@ pub(crate) fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigE
             .map(|d| d.0)
             .unwrap_or(defaults::GRACE_PERIOD),
         h2c: raw.listeners.h2c.unwrap_or(false),
+        drain_window: raw
+            .listeners
+            .drain_window
+            .map(|d| d.0)
+            .unwrap_or(defaults::DRAIN_WINDOW),
+        upgrade_socket: listeners::compile_upgrade_socket(&mut ck, &raw.listeners, admin.port()),
         client: limits::compile_client_limits(&mut ck, &raw.limits),
     };
     let log = LogSettings {
