@@ -73,7 +73,7 @@ missing=$(missing_tools wrk haproxy curl python3 ss)
 [ -z "$missing" ] || fail "$missing missing: bash scripts/setup.sh (as root) installs them"
 [ -f plugins/out/claims-to-headers.wasm ] || fail "plugins/out/claims-to-headers.wasm missing: make plugins"
 if [ "$SMOKE" = 1 ]; then
-  if [ ! -x "$BIN_DIR/portcullis" ] || [ ! -x "$BIN_DIR/portcullis-demo-backend" ]; then
+  if [ ! -x "$BIN_DIR/portcullis" ] || [ ! -x "$BIN_DIR/portcullis-demo-backend" ] || [ ! -x "$BIN_DIR/bare-pingora" ]; then
     cargo build --bins -q
   elif [ -n "$(find src Cargo.toml Cargo.lock -newer "$BIN_DIR/portcullis" -print -quit)" ]; then
     echo "benches/load.sh: note: sources are newer than $BIN_DIR/portcullis (cargo build --bins refreshes it)" >&2
@@ -81,7 +81,8 @@ if [ "$SMOKE" = 1 ]; then
 else
   cargo build --release --bins -q
 fi
-[ -x "$BIN_DIR/portcullis" ] && [ -x "$BIN_DIR/portcullis-demo-backend" ] || fail "no binaries in $BIN_DIR"
+[ -x "$BIN_DIR/portcullis" ] && [ -x "$BIN_DIR/portcullis-demo-backend" ] && [ -x "$BIN_DIR/bare-pingora" ] \
+  || fail "no binaries in $BIN_DIR"
 BUSY_BEFORE=$(cpu_busy "$BUSY_WINDOW")
 
 # CPU accounting for the whole run: everything busy on the machine, minus our
@@ -94,7 +95,7 @@ child_jiffies() { # CHILD = user+sys of this shell's finished children, in clock
     t=0; for (i=1;i<=2;i++) { split($i, a, "m"); t += a[1]*60 + a[2] } printf "%d", t*hz }' "$WORK/times")
 }
 
-UP=$(port); GW=$(port); ADMIN=$(port); HAP=$(port)
+UP=$(port); GW=$(port); ADMIN=$(port); HAP=$(port); BARE=$(port)
 SECRET="bench-secret-0123456789-0123456789-abcdef"
 ISSUER=bench
 WORK=$(mktemp -d)
@@ -182,10 +183,13 @@ GW_PID=$!; PIDS+=("$GW_PID")
 HAPROXY_LISTEN="127.0.0.1:$HAP" HAPROXY_UPSTREAM="127.0.0.1:$UP" JWT_SECRET="$SECRET" JWT_ISSUER="$ISSUER" \
   haproxy -db -f "$HAPROXY_CFG" >"$WORK/haproxy.log" 2>&1 &
 HAP_PID=$!; PIDS+=("$HAP_PID")
+# The floor: pingora itself, same version, profile and server settings (benches/bare_pingora.rs).
+"$BIN_DIR/bare-pingora" --listen "127.0.0.1:$BARE" --upstream "127.0.0.1:$UP" >"$WORK/bare.log" 2>&1 &
+BARE_PID=$!; PIDS+=("$BARE_PID")
 
 logs() { # the tail of every server log, for a failure message
   local f
-  for f in "$WORK/upstream.log" "$WORK/gw.log" "$WORK/haproxy.log"; do
+  for f in "$WORK/upstream.log" "$WORK/gw.log" "$WORK/haproxy.log" "$WORK/bare.log"; do
     [ -s "$f" ] && { echo "--- $(basename "$f"):"; tail -n 20 "$f"; }
   done >&2
   return 0
@@ -193,7 +197,7 @@ logs() { # the tail of every server log, for a failure message
 # alive: fails the run if a server has exited.
 alive() {
   local p name
-  for p in "$UP_PID:upstream" "$GW_PID:portcullis" "$HAP_PID:haproxy"; do
+  for p in "$UP_PID:upstream" "$GW_PID:portcullis" "$HAP_PID:haproxy" "$BARE_PID:bare-pingora"; do
     name=${p#*:}
     gone "${p%%:*}" && { logs; fail "$name exited ${1:+($1)}"; }
   done
@@ -208,7 +212,8 @@ ready=0
 deadline=$((SECONDS + READY_TIMEOUT))
 while [ "$SECONDS" -lt "$deadline" ]; do
   if curl -fs "http://127.0.0.1:$ADMIN/healthz" >/dev/null 2>&1 && curl -fs "http://127.0.0.1:$UP/health" >/dev/null 2>&1 \
-     && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HAP/x" || true)" = 401 ]; then
+     && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HAP/x" || true)" = 401 ] \
+     && curl -fs "http://127.0.0.1:$BARE/health" >/dev/null 2>&1; then
     ready=1; break
   fi
   alive "while starting"
@@ -374,13 +379,14 @@ echo "function delay() return $PACE_MS end" > "$WORK/pace.lua"
 
 # Warm up connections and the token cache; every measured URL must answer 2xx.
 for u in "http://127.0.0.1:$UP/api/warm" "http://127.0.0.1:$GW/open/warm" "http://127.0.0.1:$GW/api/warm" \
-         "http://127.0.0.1:$GW/plug/warm" "http://127.0.0.1:$HAP/plug/warm"; do
+         "http://127.0.0.1:$GW/plug/warm" "http://127.0.0.1:$HAP/plug/warm" "http://127.0.0.1:$BARE/api/warm"; do
   curl -fsS "$u" -H "$AUTH" >/dev/null || { logs; fail "warm-up request to $u failed"; }
 done
 # Every case sends the same request headers, the token included: the auth: none
 # route and the upstream ignore it, but it is forwarded (forward_authorization
 # defaults to true) and the demo upstream echoes every header in its answer.
 run upstream-direct - "http://127.0.0.1:$UP/api/x" "$AUTH"
+run bare-pingora "$BARE_PID" "http://127.0.0.1:$BARE/api/x" "$AUTH"
 run portcullis-auth-none "$GW_PID" "http://127.0.0.1:$GW/open/x" "$AUTH"
 run portcullis-auth-jwt "$GW_PID" "http://127.0.0.1:$GW/api/x" "$AUTH"
 run portcullis-jwt+plugin "$GW_PID" "http://127.0.0.1:$GW/plug/x" "$AUTH"
@@ -396,7 +402,7 @@ need_row() {
       || { cat "$WORK/$file" >&2 2>/dev/null || true; fail "no complete '$name' row in the $file results"; }
   done
 }
-need_row rows 6 upstream-direct portcullis-auth-none portcullis-auth-jwt portcullis-jwt+plugin haproxy-jwt_verify
+need_row rows 6 upstream-direct bare-pingora portcullis-auth-none portcullis-auth-jwt portcullis-jwt+plugin haproxy-jwt_verify
 
 idle portcullis-jwt+plugin "$GW_PID" "$GW" /plug/idle
 idle haproxy-jwt_verify "$HAP_PID" "$HAP" /plug/idle
@@ -439,6 +445,8 @@ R_HAP=$(ratio "$PEAK" "$HAPR")
 CPU_P=$(cpu_us "$(col portcullis-jwt+plugin 6 "$WORK/rows")" "$(col portcullis-jwt+plugin 5 "$WORK/rows")")
 CPU_H=$(cpu_us "$(col haproxy-jwt_verify 6 "$WORK/rows")" "$(col haproxy-jwt_verify 5 "$WORK/rows")")
 CPU_N=$(cpu_us "$(col portcullis-auth-none 6 "$WORK/rows")" "$(col portcullis-auth-none 5 "$WORK/rows")")
+CPU_B=$(cpu_us "$(col bare-pingora 6 "$WORK/rows")" "$(col bare-pingora 5 "$WORK/rows")")
+R_CPU_B=$(ratio "$CPU_P" "$CPU_B")
 MANY_RSS=$(col portcullis-jwt+plugin 5 "$WORK/many")
 IDLE_RSS=$(col portcullis-jwt+plugin 3 "$WORK/idle")
 IDLE_RSS_H=$(col haproxy-jwt_verify 3 "$WORK/idle")
@@ -479,14 +487,18 @@ ADD_HAP=$(awk -v a="$P99_HAP" -v b="$P99_UP" 'BEGIN {printf "%.2f", a-b}')
   echo "demo upstream, which echoes all request headers in its JSON answer, gets and returns the same bytes"
   echo "everywhere, apart from the headers a gateway adds."
   echo
-  echo "| target | requests/s | p50 | p99 | ratio vs upstream direct | ratio vs Portcullis auth: none | gateway CPU µs/request |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| target | requests/s | p50 | p99 | ratio vs upstream direct | ratio vs Portcullis auth: none | gateway CPU µs/request | CPU × bare pingora |"
+  echo "|---|---|---|---|---|---|---|---|"
   while read -r name rps p50 p99 reqs ticks; do
-    cpu="-"
-    [ "$ticks" != - ] && cpu=$(cpu_us "$ticks" "$reqs")
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$rps" "$p50" "$p99" \
-      "$(ratio "$rps" "$BASE")" "$(ratio "$rps" "$NONE")" "$cpu"
+    cpu="-"; vs_bare="-"
+    if [ "$ticks" != - ]; then cpu=$(cpu_us "$ticks" "$reqs"); vs_bare=$(ratio "$cpu" "$CPU_B"); fi
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$rps" "$p50" "$p99" \
+      "$(ratio "$rps" "$BASE")" "$(ratio "$rps" "$NONE")" "$cpu" "$vs_bare"
   done < "$WORK/rows"
+  echo
+  echo "\`bare-pingora\` is [benches/bare_pingora.rs](bare_pingora.rs): the same pingora, profile and server"
+  echo "settings, a \`ProxyHttp\` that only picks the upstream — the floor; \`CPU × bare pingora\` is what a row"
+  echo "costs per request relative to it."
   echo
   echo "Gateway RSS after these runs: Portcullis $(mib "$GW_RSS_KB") MiB, HAProxy $(mib "$HAP_RSS_KB") MiB."
   echo
@@ -515,6 +527,7 @@ ADD_HAP=$(awk -v a="$P99_HAP" -v b="$P99_UP" 'BEGIN {printf "%.2f", a-b}')
   echo "|---|---|---|---|"
   echo "| Portcullis JWT+plugin vs Portcullis auth: none (throughput) | ${R_NONE}× | ≥ 0.85× | $(meets "$R_NONE" ">=" 0.85) |"
   echo "| Portcullis JWT+plugin vs HAProxy + jwt_verify (throughput) | ${R_HAP}× | ≥ 1.0× | $(meets "$R_HAP" ">=" 1.0) |"
+  echo "| Portcullis JWT+plugin CPU per request vs bare pingora | ${R_CPU_B}× | ≤ 1.15× | $(meets "$R_CPU_B" "<" 1.1501) |"
   echo "| Portcullis RSS with $MANY open idle keep-alive connections | $(mib "$IDLE_RSS") MiB | < 64 MiB | $(meets "$(mib "$IDLE_RSS")" "<" 64) |"
   echo "| Portcullis RSS with $MANY connections under load (wrk -c$MANY, peak) | $(mib "$MANY_RSS") MiB | < 64 MiB | $(meets "$(mib "$MANY_RSS")" "<" 64) |"
   echo "| Added p99 at half of peak load (Portcullis JWT+plugin − upstream direct) | ${ADD_GW} ms | – | – |"
