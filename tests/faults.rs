@@ -11,147 +11,47 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::upstream::{echo_target, RecordingUpstream, Seen, Then};
 use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-/// One request as the upstream received it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+/// The gateway's upstream, answering by path: `/open/cut/length` and
+/// `/open/cut/chunked` start an answer and die in its body,
+/// `/open/cut/headers` dies right after a chunked head, `/stall` goes silent
+/// in its body; anything else gets `200 {"target":…,"host":…}`.
+fn faulty(seen: &Seen, out: &mut TcpStream) -> Then {
+    if seen.target == "/stall" {
+        // Starts the answer, then goes silent past the read timeout.
+        let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nthe first part");
+        std::thread::sleep(Duration::from_secs(3));
+        return Then::Close;
+    }
+    let cut: &[u8] = match seen.target.as_str() {
+        "/open/cut/length" => {
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\nthe first part of a long body"
+        }
+        "/open/cut/chunked" => {
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n1d\r\nthe first part of a long body\r\n"
+        }
+        "/open/cut/headers" => {
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        }
+        _ => return echo_target(seen, out),
+    };
+    let _ = out.write_all(cut);
+    let _ = out.flush();
+    // The upstream crashes: the connection ends mid-answer.
+    let _ = out.shutdown(std::net::Shutdown::Both);
+    Then::Close
 }
 
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// An HTTP/1.1 upstream on loopback that records every request and answers
-/// by path: `/cut/length` and `/cut/chunked` start an answer and die in its
-/// body, `/cut/headers` dies right after a chunked head; anything else gets
-/// `200 {"target":…,"host":…}` on a kept-alive connection.
-struct FaultyUpstream {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl FaultyUpstream {
-    fn start() -> FaultyUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-        let port = listener.local_addr().expect("addr").port();
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let record = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let record = record.clone();
-                std::thread::spawn(move || serve(stream, record));
-            }
-        });
-        FaultyUpstream { port, seen }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("lock").clone()
-    }
-
-    fn count(&self, target: &str) -> usize {
-        self.seen().iter().filter(|s| s.target == target).count()
-    }
-}
-
-fn serve(stream: TcpStream, record: Arc<Mutex<Vec<Seen>>>) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-    let mut writer = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or("").to_owned();
-        let target = parts.next().unwrap_or("").to_owned();
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_owned(), v.trim().to_owned()));
-            }
-        }
-        let mut seen = Seen {
-            method,
-            target,
-            headers,
-            body: Vec::new(),
-        };
-        let length: usize = seen
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        seen.body = vec![0; length];
-        if reader.read_exact(&mut seen.body).is_err() {
-            return;
-        }
-        let target = seen.target.clone();
-        let host = seen.header("host").unwrap_or("").to_owned();
-        record.lock().expect("lock").push(seen);
-        let cut: &[u8] = match target.as_str() {
-            "/open/cut/length" => {
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\nthe first part of a long body"
-            }
-            "/open/cut/chunked" => {
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n1d\r\nthe first part of a long body\r\n"
-            }
-            "/open/cut/headers" => {
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
-            }
-            _ => b"",
-        };
-        if target == "/stall" {
-            // Starts the answer, then goes silent past the read timeout.
-            let _ =
-                writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nthe first part");
-            std::thread::sleep(Duration::from_secs(3));
-            return;
-        }
-        if !cut.is_empty() {
-            let _ = writer.write_all(cut);
-            let _ = writer.flush();
-            // The upstream crashes: the connection ends mid-answer.
-            let _ = writer.shutdown(std::net::Shutdown::Both);
-            return;
-        }
-        let answer = json!({"target": target, "host": host}).to_string();
-        let reply = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-            answer.len()
-        );
-        if writer.write_all(reply.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-fn config(upstream: &FaultyUpstream, upstream_extra: &str) -> String {
+fn config(upstream: &RecordingUpstream, upstream_extra: &str) -> String {
     format!(
         r#"listeners:
   proxy: "{{PROXY}}"
@@ -221,7 +121,7 @@ fn until_closed(port: u16, bytes: &[u8]) -> Option<Vec<u8>> {
 
 #[test]
 fn an_upstream_dying_mid_body_cuts_the_client_connection_and_never_completes_the_answer() {
-    let upstream = FaultyUpstream::start();
+    let upstream = RecordingUpstream::start_with(faulty);
     let gw = Gateway::start(&config(&upstream, ""));
     for path in ["/open/cut/length", "/open/cut/chunked", "/open/cut/headers"] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n");
@@ -295,7 +195,7 @@ fn an_upstream_dying_mid_body_cuts_the_client_connection_and_never_completes_the
 
 #[test]
 fn fifty_pipelined_requests_get_fifty_answers_in_order() {
-    let upstream = FaultyUpstream::start();
+    let upstream = RecordingUpstream::start_with(faulty);
     let gw = Gateway::start(&config(&upstream, ""));
     let auth = format!("Authorization: Bearer {}\r\n", token());
     for (prefix, auth) in [("/open/p", ""), ("/api/p", auth.as_str())] {
@@ -361,7 +261,7 @@ fn fifty_pipelined_requests_get_fifty_answers_in_order() {
 
 #[test]
 fn a_stray_crlf_after_a_body_is_ignored_and_the_request_runs_once() {
-    let upstream = FaultyUpstream::start();
+    let upstream = RecordingUpstream::start_with(faulty);
     let gw = Gateway::start(&config(&upstream, ""));
     let (mut stream, mut reader) = keep_alive(gw.port);
     let body = r#"{"order":1}"#;
@@ -390,7 +290,7 @@ fn a_stray_crlf_after_a_body_is_ignored_and_the_request_runs_once() {
 
 #[test]
 fn answers_that_close_the_connection_say_connection_close() {
-    let upstream = FaultyUpstream::start();
+    let upstream = RecordingUpstream::start_with(faulty);
     let gw = Gateway::start(&config(&upstream, ""));
     let token = token();
     let cases = [
@@ -436,7 +336,7 @@ fn answers_that_close_the_connection_say_connection_close() {
 
 #[test]
 fn an_http10_request_without_host_reaches_the_upstream_with_one() {
-    let upstream = FaultyUpstream::start();
+    let upstream = RecordingUpstream::start_with(faulty);
     let gw = Gateway::start(&config(&upstream, ""));
     let bytes = until_closed(gw.port, b"GET /open/old HTTP/1.0\r\n\r\n").expect("closed");
     let answer = parse_raw_response(&bytes);
@@ -463,7 +363,7 @@ fn an_http10_request_without_host_reaches_the_upstream_with_one() {
 
 #[test]
 fn an_upstream_with_a_fixed_host_always_gets_it() {
-    let upstream = FaultyUpstream::start();
+    let upstream = RecordingUpstream::start_with(faulty);
     let gw = Gateway::start(&config(&upstream, "    host: api.internal.example:8443"));
     gw.get("/open/fixed", &[]);
     until_closed(gw.port, b"GET /open/fixed-old HTTP/1.0\r\n\r\n").expect("closed");

@@ -6,132 +6,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
+use common::upstream::RecordingUpstream;
 use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use portcullis::canonical::{canonicalize, EmptySegments, PathParams, PathRules};
 use serde_json::json;
-
-/// One request as the upstream received it.
-#[derive(Debug, Clone)]
-struct Seen {
-    target: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A minimal HTTP/1.1 upstream on loopback that records every request
-/// (request line and headers, as received) and answers 200 JSON.
-struct RecordingUpstream {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl RecordingUpstream {
-    fn start() -> RecordingUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-        let port = listener.local_addr().expect("addr").port();
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let record = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let record = record.clone();
-                std::thread::spawn(move || serve(stream, record));
-            }
-        });
-        RecordingUpstream { port, seen }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("lock").clone()
-    }
-
-    fn targets(&self) -> Vec<String> {
-        self.seen().into_iter().map(|s| s.target).collect()
-    }
-}
-
-fn serve(stream: TcpStream, record: Arc<Mutex<Vec<Seen>>>) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-    let mut writer = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let target = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_owned(), v.trim().to_owned()));
-            }
-        }
-        let seen = Seen { target, headers };
-        let length: usize = seen
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let chunked = seen
-            .header("transfer-encoding")
-            .is_some_and(|v| v.contains("chunked"));
-        if chunked && !read_chunked(&mut reader) {
-            return;
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let answer = json!({"target": seen.target}).to_string();
-        record.lock().expect("lock").push(seen);
-        let reply = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-            answer.len()
-        );
-        if writer.write_all(reply.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-/// Reads a chunked body; false when it is broken or cut off.
-fn read_chunked(reader: &mut BufReader<TcpStream>) -> bool {
-    loop {
-        let mut size = String::new();
-        if reader.read_line(&mut size).unwrap_or(0) == 0 {
-            return false;
-        }
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            return false;
-        };
-        let mut chunk = vec![0; n + 2];
-        if reader.read_exact(&mut chunk).is_err() {
-            return false;
-        }
-        if n == 0 {
-            return true;
-        }
-    }
-}
 
 fn config(upstream: &RecordingUpstream, requests: &str, extra_routes: &str) -> String {
     format!(
