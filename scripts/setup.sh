@@ -21,6 +21,10 @@ command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
+# tests/common/oidc.rs starts a real OpenID Provider (the npm package
+# oidc-provider, installed into tests/fixtures/oidc-provider below).
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 
 # Packages whose install would start a daemon: Prometheus listens on :9090, the
 # admin listener's default port; HAProxy's packaged service (its own config, and
@@ -74,6 +78,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
       if [ "$pkg" = "$svc" ]; then stop_service "$svc"; fi
     done
   done
+fi
+
+# The OpenID Provider fixture's packages, exactly as its lock file pins them.
+# npm ci writes node_modules/.package-lock.json last: when that is older than
+# the lock file (or package.json), the tree is stale or half-installed.
+oidc_fixture="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/fixtures/oidc-provider"
+oidc_marker="$oidc_fixture/node_modules/.package-lock.json"
+if [ ! -e "$oidc_marker" ] \
+  || [ "$oidc_fixture/package-lock.json" -nt "$oidc_marker" ] \
+  || [ "$oidc_fixture/package.json" -nt "$oidc_marker" ]; then
+  echo "setup: installing the OpenID Provider test fixture (npm ci in tests/fixtures/oidc-provider)"
+  (cd "$oidc_fixture" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  touch "$oidc_marker"
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then

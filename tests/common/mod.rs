@@ -1,5 +1,6 @@
 //! Test harness: real processes on 127.0.0.1 with ephemeral ports — the
-//! `portcullis` binary, the demo backend as the upstream — and a raw HTTP/1.1
+//! `portcullis` binary, the demo backend as the upstream, a real OpenID
+//! Provider ([`oidc`]) as a token issuer — and a raw HTTP/1.1
 //! client so tests can send exactly the bytes they mean (spoofed or huge
 //! headers included). Readiness is awaited by polling, never by sleeping a
 //! fixed time.
@@ -12,6 +13,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod oidc;
 
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 pub const HS_SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
