@@ -19,6 +19,7 @@ pub(crate) mod conn_guard;
 pub(crate) mod error;
 pub(crate) mod generation;
 pub(crate) mod headers;
+pub mod idp;
 pub mod jwt;
 pub(crate) mod lifecycle;
 pub(crate) mod logging;

@@ -283,3 +283,152 @@ impl KeySet {
         self.signing.map(|i| &self.keys[i])
     }
 }
+
+/// Why a key of a fetched JWK Set is not used; logged, never fatal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwkSkip {
+    /// The JWK is not a JSON object jsonwebtoken can read (e.g. an
+    /// unknown `kty`).
+    #[error("not a JWK this gateway can read ({0})")]
+    Unreadable(String),
+    /// `use: enc`: an encryption key, never a signature key.
+    #[error("an encryption key (`use: enc`)")]
+    Encryption,
+    /// No `kid`: tokens could not select it.
+    #[error("it has no `kid`")]
+    NoKid,
+    /// A symmetric key: a JWKS never legitimately carries shared secrets.
+    #[error("a symmetric (`oct`) key")]
+    Symmetric,
+    /// An RSA modulus shorter than 2048 bits.
+    #[error("an RSA key of {0} bits (2048 at least)")]
+    WeakRsa(usize),
+    /// `alg` is not one the issuer allows, or does not fit the key type.
+    #[error("algorithm {0} is not allowed for it")]
+    Algorithm(String),
+}
+
+impl Key {
+    /// A verification key from one JWK of an issuer's JWK Set. Its
+    /// algorithms are its `alg` (when given) or those of `allowed` that fit
+    /// its key type; a key that fits none of `allowed` is skipped, so the key
+    /// type always matches the algorithm.
+    pub fn from_jwk(jwk: &serde_json::Value, allowed: &[Algorithm]) -> Result<Key, JwkSkip> {
+        use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
+        let parsed: Jwk =
+            serde_json::from_value(jwk.clone()).map_err(|e| JwkSkip::Unreadable(e.to_string()))?;
+        if matches!(parsed.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            return Err(JwkSkip::Encryption);
+        }
+        let kid = parsed.common.key_id.clone().ok_or(JwkSkip::NoKid)?;
+        let fits: fn(Algorithm) -> bool = match &parsed.algorithm {
+            AlgorithmParameters::RSA(rsa) => {
+                let bits = modulus_bits(&rsa.n);
+                if bits < 2048 {
+                    return Err(JwkSkip::WeakRsa(bits));
+                }
+                |a| family(a) == Family::Rsa
+            }
+            AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                jsonwebtoken::jwk::EllipticCurve::P256 => |a| a == Algorithm::ES256,
+                jsonwebtoken::jwk::EllipticCurve::P384 => |a| a == Algorithm::ES384,
+                _ => return Err(JwkSkip::Algorithm("for this curve".into())),
+            },
+            AlgorithmParameters::OctetKeyPair(_) => |a| a == Algorithm::EdDSA,
+            AlgorithmParameters::OctetKey(_) => return Err(JwkSkip::Symmetric),
+            _ => return Err(JwkSkip::Unreadable("unknown key type".into())),
+        };
+        let declared = parsed
+            .common
+            .key_algorithm
+            .and_then(|a| serde_json::to_value(a).ok())
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let algorithms: Vec<Algorithm> = match &declared {
+            Some(name) => {
+                let alg = parse_algorithm(name).map_err(|_| JwkSkip::Algorithm(name.clone()))?;
+                if !fits(alg) || !allowed.contains(&alg) {
+                    return Err(JwkSkip::Algorithm(name.clone()));
+                }
+                vec![alg]
+            }
+            None => allowed.iter().copied().filter(|a| fits(*a)).collect(),
+        };
+        if algorithms.is_empty() {
+            return Err(JwkSkip::Algorithm("none of the issuer's".into()));
+        }
+        let decoding =
+            DecodingKey::from_jwk(&parsed).map_err(|e| JwkSkip::Unreadable(e.to_string()))?;
+        Ok(Key {
+            kid,
+            algorithms,
+            decoding,
+            encoding: None,
+        })
+    }
+}
+
+/// Bits of a base64url big-endian RSA modulus (0 when unreadable).
+fn modulus_bits(n: &str) -> usize {
+    use base64::Engine as _;
+    let Ok(bytes) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(n.trim_end_matches('='))
+    else {
+        return 0;
+    };
+    let Some(first) = bytes.iter().position(|b| *b != 0) else {
+        return 0;
+    };
+    (bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize
+}
+
+#[cfg(test)]
+mod jwk_tests {
+    use super::*;
+    use base64::Engine as _;
+    use serde_json::json;
+
+    fn rsa_jwk(bits: usize, extra: serde_json::Value) -> serde_json::Value {
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![0xc5u8; bits / 8]);
+        let mut jwk = json!({"kty": "RSA", "kid": "k1", "n": n, "e": "AQAB"});
+        if let (Some(o), Some(e)) = (jwk.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        jwk
+    }
+
+    #[test]
+    fn fetched_jwks_keep_only_signature_keys_that_fit_the_allowed_algorithms() {
+        let rs = [Algorithm::RS256, Algorithm::ES256];
+        let key = Key::from_jwk(&rsa_jwk(2048, json!({})), &rs).expect("usable");
+        assert_eq!(key.algorithms, vec![Algorithm::RS256]);
+        assert_eq!(
+            Key::from_jwk(&rsa_jwk(2048, json!({"use": "enc"})), &rs).err(),
+            Some(JwkSkip::Encryption)
+        );
+        assert_eq!(
+            Key::from_jwk(&rsa_jwk(1024, json!({})), &rs).err(),
+            Some(JwkSkip::WeakRsa(1024))
+        );
+        assert!(matches!(
+            Key::from_jwk(&rsa_jwk(2048, json!({"alg": "ES256"})), &rs),
+            Err(JwkSkip::Algorithm(_))
+        ));
+        assert!(matches!(
+            Key::from_jwk(&rsa_jwk(2048, json!({"alg": "RS512"})), &rs),
+            Err(JwkSkip::Algorithm(_))
+        ));
+        assert_eq!(
+            Key::from_jwk(&rsa_jwk(2048, json!({"kid": null})), &rs).err(),
+            Some(JwkSkip::NoKid)
+        );
+        let oct = json!({"kty": "oct", "kid": "s", "k": "c2VjcmV0"});
+        assert_eq!(Key::from_jwk(&oct, &rs).err(), Some(JwkSkip::Symmetric));
+        let unknown = json!({"kty": "XYZ", "kid": "u"});
+        assert!(matches!(
+            Key::from_jwk(&unknown, &rs),
+            Err(JwkSkip::Unreadable(_))
+        ));
+        // Only ES256 allowed: an RSA key fits none of them.
+        assert!(Key::from_jwk(&rsa_jwk(2048, json!({})), &[Algorithm::ES256]).is_err());
+    }
+}

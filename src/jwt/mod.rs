@@ -17,7 +17,8 @@ mod verify;
 pub use cache::TokenCache;
 pub use jwks::jwk_set;
 pub use keys::{
-    algorithm_name, parse_algorithm as parse_algorithm_name, Key, KeyError, KeyMaterial, KeySet,
+    algorithm_name, parse_algorithm as parse_algorithm_name, JwkSkip, Key, KeyError, KeyMaterial,
+    KeySet,
 };
 pub use mint::{mint, MintError, MintRequest, RESERVED_CLAIMS};
 pub use token::VerifiedToken;
