@@ -22,4 +22,6 @@ pub use keys::{
 };
 pub use mint::{mint, MintError, MintRequest, RESERVED_CLAIMS};
 pub use token::VerifiedToken;
-pub use verify::{Rejection, Verifier, VerifyPolicy};
+pub use verify::{
+    IssuerKeys, IssuerPolicy, IssuerSpec, KeySource, Rejection, Verifier, VerifyPolicy,
+};

@@ -18,4 +18,8 @@ pub struct VerifiedToken {
     pub session_id: Option<uuid::Uuid>,
     /// `exp` as Unix seconds.
     pub exp: u64,
+    /// The clock skew its issuer tolerates, in seconds (the cache honours it).
+    pub leeway_secs: u64,
+    /// The issuer that verified it (`jwt.issuers[].name`, or `jwt.keys`).
+    pub issuer: std::sync::Arc<str>,
 }

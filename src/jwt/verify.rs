@@ -1,17 +1,20 @@
 //! Verification of access tokens against a [`KeySet`] and a [`VerifyPolicy`].
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::Validation;
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::cache::TokenCache;
-use super::keys::{algorithm_name, parse_algorithm, KeyError, KeySet};
+use super::keys::{algorithm_name, parse_algorithm, Key, KeyError, KeySet};
 use super::token::VerifiedToken;
 
 /// Claim checks shared by every key of a generation.
@@ -60,6 +63,10 @@ pub enum Rejection {
     MissingClaim(String),
     /// The token's session (`sid`) has been revoked.
     Revoked,
+    /// `iss` names no configured issuer (and no `jwt.keys` accept any issuer).
+    UnknownIssuer,
+    /// The issuer's keys could not be fetched, or are older than `max_stale`.
+    KeysUnavailable,
 }
 
 impl Rejection {
@@ -78,6 +85,8 @@ impl Rejection {
             Rejection::BadAudience => "bad_audience",
             Rejection::MissingClaim(_) => "missing_claim",
             Rejection::Revoked => "revoked",
+            Rejection::UnknownIssuer => "unknown_issuer",
+            Rejection::KeysUnavailable => "keys_unavailable",
         }
     }
 
@@ -96,6 +105,10 @@ impl Rejection {
             Rejection::BadAudience => "token audience is not accepted".into(),
             Rejection::MissingClaim(c) => format!("token lacks the required `{c}` claim"),
             Rejection::Revoked => "session has been revoked".into(),
+            Rejection::UnknownIssuer => "token issuer is not accepted".into(),
+            Rejection::KeysUnavailable => {
+                "the issuer's signing keys are unavailable; try again later".into()
+            }
         }
     }
 }
@@ -107,74 +120,226 @@ struct RawHeader {
     crit: Option<Value>,
 }
 
-/// Verifies tokens for one config generation.
+/// Keys that change while a generation lives: an issuer's keys fetched from
+/// its OpenID Provider (`crate::idp`). The verifier only reads them; the
+/// source fetches them off the request path.
+pub trait KeySource: Send + Sync {
+    /// The keys to check a token with now.
+    fn current(&self) -> Result<Arc<KeySet>, Rejection>;
+    /// A token named a `kid` the keys lack: fetch once if allowed (single
+    /// flight, cooldown); true when the keys were fetched again.
+    fn refetch_for_unknown_kid(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+}
+
+/// Where one issuer's keys come from.
+pub enum IssuerKeys {
+    /// Configured keys (`keys`).
+    Static(KeySet),
+    /// Fetched keys (`discovery`, `jwks_uri`).
+    Fetched(Arc<dyn KeySource>),
+}
+
+/// Claim checks of one issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerPolicy {
+    /// Accepted `iss` values; `None` accepts any.
+    pub issuer: Option<Vec<String>>,
+    /// Accepted `aud` values; `None` skips the check.
+    pub audience: Option<Vec<String>>,
+    /// Clock skew tolerated on `exp`, `nbf`.
+    pub leeway: Duration,
+    /// Claims every token must carry (beyond `exp`, and `iss`/`aud` when checked).
+    pub required_claims: Vec<String>,
+}
+
+/// One issuer as configured (`jwt.issuers[]`).
+pub struct IssuerSpec {
+    /// `name` (metric label, logs); the issuer URL when not given.
+    pub name: Arc<str>,
+    /// The keys.
+    pub keys: IssuerKeys,
+    /// Algorithms its tokens may use (every key's allow-list is within it).
+    pub algorithms: Vec<Algorithm>,
+    /// Its claim checks; `issuer` holds the one `iss` it answers for.
+    pub policy: IssuerPolicy,
+}
+
+/// One issuer, compiled: its keys, checks and a `Validation` per algorithm.
+struct Issuer {
+    name: Arc<str>,
+    keys: IssuerKeys,
+    required_claims: Vec<String>,
+    validations: HashMap<Algorithm, Validation>,
+}
+
+impl Issuer {
+    fn new(spec: IssuerSpec) -> Issuer {
+        let validations = spec
+            .algorithms
+            .iter()
+            .map(|alg| (*alg, validation(*alg, &spec.policy)))
+            .collect();
+        Issuer {
+            name: spec.name,
+            keys: spec.keys,
+            required_claims: spec.policy.required_claims,
+            validations,
+        }
+    }
+}
+
+fn validation(alg: Algorithm, policy: &IssuerPolicy) -> Validation {
+    let mut v = Validation::new(alg);
+    v.algorithms = vec![alg];
+    v.leeway = policy.leeway.as_secs();
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    let mut required = vec!["exp"];
+    match &policy.issuer {
+        Some(iss) => {
+            v.set_issuer(iss);
+            required.push("iss");
+        }
+        None => v.iss = None,
+    }
+    match &policy.audience {
+        Some(aud) => {
+            v.set_audience(aud);
+            required.push("aud");
+        }
+        None => v.validate_aud = false,
+    }
+    v.set_required_spec_claims(&required);
+    v
+}
+
+#[derive(Deserialize)]
+struct RawPayload {
+    iss: Option<Value>,
+}
+
+/// Verifies tokens for one config generation: each token against the keys
+/// of the issuer its `iss` names (no key of one issuer ever verifies
+/// another's token), or — for `jwt.keys` — of the gateway's own keys.
 pub struct Verifier {
-    keys: KeySet,
-    policy: VerifyPolicy,
-    /// One `Validation` per key index, built once.
-    validations: Vec<Validation>,
+    issuers: Vec<Issuer>,
+    /// `iss` → issuer.
+    by_iss: HashMap<String, usize>,
+    /// `jwt.keys`: answers for `jwt.issuer` (or any `iss` without it).
+    own: Option<usize>,
+    /// The policy of `jwt.keys`, as configured (minting reads it).
+    own_policy: Option<VerifyPolicy>,
+    max_token_size: usize,
     cache: TokenCache,
 }
 
+/// An empty key set for a verifier without `jwt.keys`.
+static NO_KEYS: std::sync::OnceLock<KeySet> = std::sync::OnceLock::new();
+
 impl Verifier {
-    /// Builds the per-key validations once; `cache_entries`
+    /// The gateway's own keys only (`jwt.keys`); `cache_entries`
     /// (`jwt.cache_entries`) sizes the token cache, 0 disables it.
     pub fn new(keys: KeySet, policy: VerifyPolicy, cache_entries: usize) -> Verifier {
-        let validations = keys
-            .iter()
-            .map(|key| {
-                let mut v = Validation::new(key.algorithms[0]);
-                v.algorithms = key.algorithms.clone();
-                v.leeway = policy.leeway.as_secs();
-                v.validate_exp = true;
-                v.validate_nbf = true;
-                let mut required = vec!["exp"];
-                match &policy.issuer {
-                    Some(iss) => {
-                        v.set_issuer(iss);
-                        required.push("iss");
+        Verifier::with_issuers(Some((keys, policy)), Vec::new(), cache_entries)
+    }
+
+    /// The gateway's own keys (if any) and the `jwt.issuers`.
+    pub fn with_issuers(
+        own_keys: Option<(KeySet, VerifyPolicy)>,
+        specs: Vec<IssuerSpec>,
+        cache_entries: usize,
+    ) -> Verifier {
+        let mut issuers = Vec::new();
+        let mut by_iss = HashMap::new();
+        for spec in specs {
+            if let Some(iss) = spec.policy.issuer.as_ref().and_then(|i| i.first()) {
+                by_iss.insert(iss.clone(), issuers.len());
+            }
+            issuers.push(Issuer::new(spec));
+        }
+        let max_token_size = own_keys
+            .as_ref()
+            .map(|(_, p)| p.max_token_size)
+            .unwrap_or(crate::config::defaults::JWT_MAX_TOKEN_SIZE);
+        let mut own = None;
+        let mut own_policy = None;
+        if let Some((keys, policy)) = own_keys {
+            let issuer_policy = IssuerPolicy {
+                issuer: policy.issuer.clone(),
+                audience: policy.audience.clone(),
+                leeway: policy.leeway,
+                required_claims: Vec::new(),
+            };
+            let mut algorithms: Vec<Algorithm> = Vec::new();
+            for key in keys.iter() {
+                for alg in &key.algorithms {
+                    if !algorithms.contains(alg) {
+                        algorithms.push(*alg);
                     }
-                    None => v.iss = None,
                 }
-                match &policy.audience {
-                    Some(aud) => {
-                        v.set_audience(aud);
-                        required.push("aud");
-                    }
-                    None => v.validate_aud = false,
-                }
-                v.set_required_spec_claims(&required);
-                v
-            })
-            .collect();
+            }
+            let idx = issuers.len();
+            for iss in policy.issuer.iter().flatten() {
+                by_iss.entry(iss.clone()).or_insert(idx);
+            }
+            issuers.push(Issuer::new(IssuerSpec {
+                name: "jwt.keys".into(),
+                keys: IssuerKeys::Static(keys),
+                algorithms,
+                policy: issuer_policy,
+            }));
+            own = Some(idx);
+            own_policy = Some(policy);
+        }
         Verifier {
-            keys,
-            policy,
-            validations,
+            issuers,
+            by_iss,
+            own,
+            own_policy,
+            max_token_size,
             cache: TokenCache::new(cache_entries),
         }
     }
 
-    /// The keys tokens are checked against.
+    /// The gateway's own keys (`jwt.keys`): minting and the published JWKS.
     pub fn keys(&self) -> &KeySet {
-        &self.keys
+        match self.own.and_then(|i| self.issuers.get(i)).map(|i| &i.keys) {
+            Some(IssuerKeys::Static(keys)) => keys,
+            _ => NO_KEYS.get_or_init(KeySet::default),
+        }
     }
 
-    /// The claim checks applied to every token.
-    pub fn policy(&self) -> &VerifyPolicy {
-        &self.policy
+    /// The claim checks of `jwt.keys` (minting uses its issuer/audience).
+    pub fn policy(&self) -> VerifyPolicy {
+        match &self.own_policy {
+            Some(policy) => policy.clone(),
+            None => VerifyPolicy {
+                issuer: None,
+                audience: None,
+                leeway: Duration::ZERO,
+                max_token_size: self.max_token_size,
+            },
+        }
+    }
+
+    /// The fetched key sources, by issuer name (readiness, metrics).
+    pub fn key_sources(&self) -> impl Iterator<Item = (&str, &Arc<dyn KeySource>)> {
+        self.issuers.iter().filter_map(|i| match &i.keys {
+            IssuerKeys::Fetched(source) => Some((&*i.name, source)),
+            IssuerKeys::Static(_) => None,
+        })
     }
 
     /// Verifies `token`; the boolean says whether it came from the cache.
     pub fn verify(&self, token: &str) -> Result<(Arc<VerifiedToken>, bool), Rejection> {
-        if token.len() > self.policy.max_token_size {
+        if token.len() > self.max_token_size {
             return Err(Rejection::TooLarge {
-                limit: self.policy.max_token_size,
+                limit: self.max_token_size,
             });
         }
         let now = unix_now();
         if let Some(hit) = self.cache.get(token) {
-            if now <= hit.exp.saturating_add(self.policy.leeway.as_secs()) {
+            if now <= hit.exp.saturating_add(hit.leeway_secs) {
                 return Ok((hit, true));
             }
             self.cache.remove(token);
@@ -183,6 +348,47 @@ impl Verifier {
         let verified = Arc::new(self.verify_uncached(token)?);
         self.cache.insert(token, verified.clone(), now);
         Ok((verified, false))
+    }
+
+    /// [`verify`](Self::verify), and when a fetched issuer's keys lack the
+    /// token's `kid` (or were not fetched yet), one refetch — single flight,
+    /// behind the issuer's cooldown — and a second try.
+    pub async fn verify_refetching(
+        &self,
+        token: &str,
+    ) -> Result<(Arc<VerifiedToken>, bool), Rejection> {
+        match self.verify(token) {
+            Err(Rejection::UnknownKid | Rejection::KeysUnavailable) => {
+                let source = self.issuer_of(token).ok().and_then(|i| match &i.keys {
+                    IssuerKeys::Fetched(source) => Some(source.clone()),
+                    IssuerKeys::Static(_) => None,
+                });
+                match source {
+                    Some(source) if source.refetch_for_unknown_kid().await => self.verify(token),
+                    _ => self.verify(token),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The issuer a token's `iss` names, or the gateway's own keys.
+    fn issuer_of(&self, token: &str) -> Result<&Issuer, Rejection> {
+        let payload_b64 = token
+            .split('.')
+            .nth(1)
+            .ok_or(Rejection::Malformed("expected three dot-separated parts"))?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| Rejection::Malformed("payload is not base64url"))?;
+        let raw: RawPayload = serde_json::from_slice(&payload)
+            .map_err(|_| Rejection::Malformed("payload is not a JSON object"))?;
+        let idx = match raw.iss.as_ref().and_then(Value::as_str) {
+            Some(iss) => self.by_iss.get(iss).copied().or(self.own),
+            None => self.own,
+        };
+        idx.and_then(|i| self.issuers.get(i))
+            .ok_or(Rejection::UnknownIssuer)
     }
 
     fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, Rejection> {
@@ -211,17 +417,26 @@ impl Verifier {
             }
             _ => Rejection::BadAlgorithm("token algorithm is not supported".into()),
         })?;
+        let issuer = self.issuer_of(token)?;
+        let fetched;
+        let keys: &KeySet = match &issuer.keys {
+            IssuerKeys::Static(keys) => keys,
+            IssuerKeys::Fetched(source) => {
+                fetched = source.current()?;
+                &fetched
+            }
+        };
 
         match header.kid {
             Some(kid) => {
-                let (idx, key) = self.keys.by_kid(&kid).ok_or(Rejection::UnknownKid)?;
+                let (_, key) = keys.by_kid(&kid).ok_or(Rejection::UnknownKid)?;
                 if !key.algorithms.contains(&alg) {
                     return Err(Rejection::BadAlgorithm(format!(
                         "algorithm {} is not allowed for this key",
                         algorithm_name(alg)
                     )));
                 }
-                self.decode_with(token, idx)
+                decode_with(token, issuer, key, alg)
             }
             None => {
                 // No kid: try each key that allows this algorithm. A failure other
@@ -231,8 +446,8 @@ impl Verifier {
                     "no configured key accepts algorithm {}",
                     algorithm_name(alg)
                 ));
-                for (idx, _) in self.keys.accepting(alg) {
-                    match self.decode_with(token, idx) {
+                for (_, key) in keys.accepting(alg) {
+                    match decode_with(token, issuer, key, alg) {
                         Err(Rejection::BadSignature) => outcome = Rejection::BadSignature,
                         result => return result,
                     }
@@ -241,31 +456,46 @@ impl Verifier {
             }
         }
     }
+}
 
-    fn decode_with(&self, token: &str, idx: usize) -> Result<VerifiedToken, Rejection> {
-        let key = self.keys.get(idx).ok_or(Rejection::UnknownKid)?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(
-            token,
-            &key.decoding,
-            &self.validations[idx],
-        )
+fn decode_with(
+    token: &str,
+    issuer: &Issuer,
+    key: &Key,
+    alg: Algorithm,
+) -> Result<VerifiedToken, Rejection> {
+    let validation = issuer.validations.get(&alg).ok_or_else(|| {
+        Rejection::BadAlgorithm(format!(
+            "algorithm {} is not allowed for this issuer",
+            algorithm_name(alg)
+        ))
+    })?;
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, validation)
         .map_err(|e| map_error(e.kind()))?;
-        let claims = data.claims;
-        let exp = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .ok_or(Rejection::MissingClaim("exp".into()))?;
-        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
-        let claims_json = serde_json::to_vec(&claims).unwrap_or_else(|_| b"{}".to_vec());
-        Ok(VerifiedToken {
-            claims_json,
-            sub: text("sub"),
-            session_id: text("sid").and_then(|s| uuid::Uuid::parse_str(&s).ok()),
-            sid: text("sid"),
-            exp,
-            claims,
-        })
+    let claims = data.claims;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(Rejection::MissingClaim("exp".into()))?;
+    if let Some(missing) = issuer
+        .required_claims
+        .iter()
+        .find(|c| !claims.contains_key(c.as_str()))
+    {
+        return Err(Rejection::MissingClaim(missing.clone()));
     }
+    let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+    let claims_json = serde_json::to_vec(&claims).unwrap_or_else(|_| b"{}".to_vec());
+    Ok(VerifiedToken {
+        claims_json,
+        sub: text("sub"),
+        session_id: text("sid").and_then(|s| uuid::Uuid::parse_str(&s).ok()),
+        sid: text("sid"),
+        exp,
+        leeway_secs: validation.leeway,
+        issuer: issuer.name.clone(),
+        claims,
+    })
 }
 
 fn map_error(kind: &ErrorKind) -> Rejection {
