@@ -28,6 +28,7 @@ fn settings(provider: &OidcProvider, location: KeyLocation) -> KeySourceSettings
             allow_loopback_http: true,
             ..FetchPolicy::default()
         },
+        wait_at_startup: true,
     }
 }
 

@@ -14,7 +14,7 @@ use pingora::prelude::HttpPeer;
 use serde_json::Value;
 
 /// How documents are fetched from one issuer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchPolicy {
     /// Whole exchange: connect, request, answer.
     pub timeout: Duration,

@@ -44,7 +44,7 @@ pub enum KeyLocation {
 }
 
 /// How one issuer's keys are fetched and kept.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeySourceSettings {
     /// The issuer URL, exactly as tokens carry it in `iss`.
     pub issuer: String,
@@ -63,6 +63,8 @@ pub struct KeySourceSettings {
     pub max_stale: Duration,
     /// Transport rules.
     pub fetch: FetchPolicy,
+    /// `/readyz` waits for the first fetch (`startup: wait`), or not (`lazy`).
+    pub wait_at_startup: bool,
 }
 
 /// Why an issuer has no keys to check a token with.
@@ -105,6 +107,8 @@ pub struct RemoteKeys {
     /// The last failure, for `/readyz` and logs.
     last_error: Mutex<Option<String>>,
     counts: FetchCounts,
+    /// The background refresh task was started.
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl RemoteKeys {
@@ -119,7 +123,61 @@ impl RemoteKeys {
             last_kid_fetch: Mutex::new(None),
             last_error: Mutex::new(None),
             counts: FetchCounts::default(),
+            started: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The source for `settings`: the live one of an earlier generation
+    /// when its settings are the same — so a reload keeps the fetched keys
+    /// and their refresh task — else a new one.
+    pub fn shared(settings: KeySourceSettings) -> Arc<RemoteKeys> {
+        static LIVE: Mutex<Vec<std::sync::Weak<RemoteKeys>>> = Mutex::new(Vec::new());
+        let Ok(mut live) = LIVE.lock() else {
+            return RemoteKeys::new(settings);
+        };
+        live.retain(|w| w.strong_count() > 0);
+        if let Some(same) = live
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .find(|k| k.settings == settings)
+        {
+            return same;
+        }
+        let keys = RemoteKeys::new(settings);
+        live.push(Arc::downgrade(&keys));
+        keys
+    }
+
+    /// Starts the refresh task once (on the current tokio runtime); it ends
+    /// when the last generation using this source is gone.
+    pub fn start(self: &Arc<Self>) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(this) = weak.upgrade() else {
+                    return;
+                };
+                let wait = this.refresh_now_and_next().await;
+                drop(this);
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+
+    /// Whether `/readyz` may count this issuer ready: keys usable, or
+    /// `startup: lazy`.
+    pub fn is_ready(&self) -> bool {
+        !self.settings.wait_at_startup || self.keys().is_ok()
+    }
+
+    /// Keys in the set in use (`None` before the first fetch).
+    pub fn key_count(&self) -> Option<usize> {
+        (**self.loaded.load())
+            .as_ref()
+            .map(|l| l.keys.iter().count())
     }
 
     /// The settings this source was built with.
@@ -219,20 +277,17 @@ impl RemoteKeys {
         self.refresh().await.is_ok()
     }
 
-    /// Keeps the set fresh until the task is dropped: fetches at once, then
-    /// when the set's freshness runs out (±10% jitter), and every
-    /// `min_refresh` while fetches fail.
-    pub async fn run(self: Arc<Self>) {
-        loop {
-            let wait = match self.refresh().await {
-                Ok(()) => (**self.loaded.load())
-                    .as_ref()
-                    .map(|l| l.fresh_for)
-                    .unwrap_or(self.settings.min_refresh),
-                Err(_) => self.settings.min_refresh,
-            };
-            tokio::time::sleep(jitter(wait)).await;
-        }
+    /// One turn of the refresh task: fetch, then how long to wait — the
+    /// set's freshness (±10% jitter), or `min_refresh` while fetches fail.
+    async fn refresh_now_and_next(&self) -> Duration {
+        let wait = match self.refresh().await {
+            Ok(()) => (**self.loaded.load())
+                .as_ref()
+                .map(|l| l.fresh_for)
+                .unwrap_or(self.settings.min_refresh),
+            Err(_) => self.settings.min_refresh,
+        };
+        jitter(wait)
     }
 
     async fn fetch_keys(&self) -> Result<(KeySet, Option<Duration>), FetchError> {
@@ -288,6 +343,19 @@ impl RemoteKeys {
             }
         }
         keys
+    }
+}
+
+impl crate::jwt::KeySource for RemoteKeys {
+    fn current(&self) -> Result<Arc<KeySet>, crate::jwt::Rejection> {
+        self.keys()
+            .map_err(|_| crate::jwt::Rejection::KeysUnavailable)
+    }
+
+    fn refetch_for_unknown_kid(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(self.refresh_for_unknown_kid())
     }
 }
 
