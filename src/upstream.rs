@@ -398,7 +398,7 @@ mod tests {
         });
         let peer = p.peer(&p.targets[0]);
         assert!(peer.is_tls());
-        assert_eq!(peer.sni, "127.0.0.1");
+        assert_eq!(peer.sni, "t0", "the target's host as written");
         assert!(peer.options.verify_cert && peer.options.verify_hostname);
         assert_eq!(peer.group_key, 7);
         if let Some(tls) = p.tls.as_mut() {

@@ -10,7 +10,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pingora::tls::{sign, CertificateDer, CryptoProvider, PrivateKeyDer, RootCertStore, ServerName};
+use pingora::tls::{
+    sign, CertificateDer, CryptoProvider, PrivateKeyDer, RootCertStore, ServerName,
+};
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 use rustls_pki_types::pem::PemObject;
 use serde_saphyr::Spanned;
@@ -152,7 +154,13 @@ fn load_ca(
     let certs = match certificates(&pem) {
         Ok(certs) if !certs.is_empty() => certs,
         Ok(_) => {
-            ck.at(file, format!("{what} `{}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)", file.value));
+            ck.at(
+                file,
+                format!(
+                    "{what} `{}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
+                    file.value
+                ),
+            );
             return None;
         }
         Err(why) => {
@@ -216,7 +224,10 @@ fn load_client_cert(
             return None;
         }
         Err(why) => {
-            ck.at(cert_file, format!("{cert_what} `{}` {why}", cert_file.value));
+            ck.at(
+                cert_file,
+                format!("{cert_what} `{}` {why}", cert_file.value),
+            );
             return None;
         }
     };
@@ -237,7 +248,10 @@ fn load_client_cert(
     if PrivateKeyDer::try_from(key.secret_der().to_vec()).is_err() {
         ck.at(
             key_file,
-            format!("{key_what} `{}` is not a key the TLS library can read", key_file.value),
+            format!(
+                "{key_what} `{}` is not a key the TLS library can read",
+                key_file.value
+            ),
         );
         return None;
     }
