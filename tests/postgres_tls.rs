@@ -245,6 +245,21 @@ fn check_reports_an_unreadable_sslrootcert_at_the_store_line() {
     assert!(!ok, "{text}");
     assert!(text.contains("\"maybe\""), "{text}");
 
+    std::fs::write(dir.path().join("notes.txt"), "not a certificate\n").expect("write");
+    let (ok, text) = check(
+        dir.path(),
+        &config(
+            "postgres://app@db.internal/p?sslmode=verify-full&sslrootcert=notes.txt",
+            "127.0.0.1:3000",
+        ),
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("`sslrootcert` file `notes.txt`")
+            && text.contains("holds no PEM certificate"),
+        "{text}"
+    );
+
     // A relative path is taken from the config file's directory.
     std::fs::create_dir(dir.path().join("certs")).expect("create certs/");
     pki::TestCa::new("Postgres CA").write(&dir.path().join("certs"), "ca");
@@ -256,6 +271,20 @@ fn check_reports_an_unreadable_sslrootcert_at_the_store_line() {
         ),
     );
     assert!(ok, "{text}");
+    assert!(!text.contains("warning"), "{text}");
+    let (ok, text) = check(
+        dir.path(),
+        &config(
+            "postgres://app@db.internal/p?sslmode=verify-ca&sslrootcert=certs/ca.crt",
+            "127.0.0.1:3000",
+        ),
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: ")
+            && text.contains("`sslmode=verify-ca` also checks the server's name"),
+        "{text}"
+    );
 }
 
 /// Runs `portcullis check` on `yaml` (in `dir`); success and output.

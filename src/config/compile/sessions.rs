@@ -71,11 +71,29 @@ fn postgres_store_url(ck: &mut Checker, span: &Spanned<String>) -> Option<String
         };
         let written = percent_decode(value);
         let path = ck.base_dir.join(&written);
-        if let Err(e) = std::fs::File::open(&path) {
+        let unusable = match std::fs::read(&path) {
+            Err(e) => Some(format!(
+                "cannot be read: {e}; paths are relative to the config file's directory"
+            )),
+            Ok(pem) if key == "sslkey" => {
+                use rustls_pki_types::pem::PemObject;
+                rustls_pki_types::PrivateKeyDer::from_pem_slice(&pem)
+                    .err()
+                    .map(|e| format!("holds no usable PEM private key: {e}"))
+            }
+            Ok(pem) => match super::upstreams::tls::certificates(&pem) {
+                Ok(certs) if certs.is_empty() => {
+                    Some("holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)".into())
+                }
+                Ok(_) => None,
+                Err(why) => Some(why),
+            },
+        };
+        if let Some(why) = unusable {
             ck.at(
                 span,
                 format!(
-                    "session store `{redacted}`: `{key}` file `{written}` ({}) cannot be read: {e}; paths are relative to the config file's directory",
+                    "session store `{redacted}`: `{key}` file `{written}` ({}) {why}",
                     path.display()
                 ),
             );

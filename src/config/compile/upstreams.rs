@@ -1,7 +1,7 @@
 //! The `upstreams` section: target pools, timeouts, health checks, the
 //! protocol and TLS toward the targets ([`tls`]).
 
-mod tls;
+pub(super) mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;

@@ -297,7 +297,7 @@ fn load_client_cert(
 }
 
 /// The DER certificates of a PEM file, each checked to parse as X.509.
-fn certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+pub(in crate::config::compile) fn certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let mut certs = Vec::new();
     for (i, item) in CertificateDer::pem_slice_iter(pem).enumerate() {
         let der = item.map_err(|e| format!("is not valid PEM: {e}"))?;
