@@ -25,6 +25,9 @@ command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 # oidc-provider, installed into tests/fixtures/oidc-provider below).
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# tests/grpc.rs: a real gRPC client and server (grpcio), for Debian's own
+# python3 (the tests run /usr/bin/python3, whatever else is first on PATH).
+/usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || need_apt+=(python3-grpcio)
 
 # Packages whose install would start a daemon: Prometheus listens on :9090, the
 # admin listener's default port; HAProxy's packaged service (its own config, and

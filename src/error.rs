@@ -20,7 +20,7 @@ use std::fmt;
 
 use crate::canonical::{HeaderError, PathError};
 use crate::jwt::Rejection;
-use crate::reply::{bearer_challenge, Reply};
+use crate::reply::{bearer_challenge, GrpcStatus, Reply};
 
 /// Which seed service a route family took over (`shared/seeds/`). Their
 /// clients show the server's `message` to users, so each family answers in
@@ -35,9 +35,9 @@ pub enum Seed {
     CareFlow,
 }
 
-/// gRPC status codes the gateway maps its refusals to (`google.rpc.Code`).
-/// The gRPC answers (HTTP/2 work) read them; until then only the tests do.
-#[allow(dead_code)]
+/// gRPC status codes the gateway maps its refusals to (`google.rpc.Code`),
+/// written as `grpc-status` when the request is a gRPC one
+/// ([`crate::reply`]).
 pub(crate) mod grpc {
     /// `UNKNOWN`: an HTTP status without a closer gRPC meaning.
     pub(crate) const UNKNOWN: u8 = 2;
@@ -45,13 +45,14 @@ pub(crate) mod grpc {
     pub(crate) const INVALID_ARGUMENT: u8 = 3;
     /// `DEADLINE_EXCEEDED` (408).
     pub(crate) const DEADLINE_EXCEEDED: u8 = 4;
-    /// `NOT_FOUND` (404).
+    /// `NOT_FOUND` (404 of a named thing: a session, an admin path).
     pub(crate) const NOT_FOUND: u8 = 5;
     /// `PERMISSION_DENIED` (403, and policy denials).
     pub(crate) const PERMISSION_DENIED: u8 = 7;
     /// `RESOURCE_EXHAUSTED` (429).
     pub(crate) const RESOURCE_EXHAUSTED: u8 = 8;
-    /// `UNIMPLEMENTED` (405).
+    /// `UNIMPLEMENTED` (405, and no route: to a gRPC client an unrouted
+    /// path is a method nobody serves, as a gRPC server answers it).
     pub(crate) const UNIMPLEMENTED: u8 = 12;
     /// `INTERNAL` (500).
     pub(crate) const INTERNAL: u8 = 13;
@@ -511,13 +512,15 @@ impl GatewayError {
 
     /// The gRPC status for the same refusal. Follows the HTTP status (see
     /// [`grpc`]), except that a policy denial with an unmapped 4xx is
-    /// `PERMISSION_DENIED`: a plugin's deny is a decision about access.
-    #[allow(dead_code)] // read by the gRPC answers of the HTTP/2 work
+    /// `PERMISSION_DENIED` (a plugin's deny is a decision about access) and
+    /// no route is `UNIMPLEMENTED` (what a gRPC server answers for a method
+    /// it does not serve).
     pub(crate) fn grpc_status(&self) -> u8 {
         match self {
             GatewayError::DeniedByPolicy { status, .. } => {
                 grpc_for_http(*status).unwrap_or(grpc::PERMISSION_DENIED)
             }
+            GatewayError::NoRoute { .. } => grpc::UNIMPLEMENTED,
             other => grpc_for_http(other.status()).unwrap_or(grpc::UNKNOWN),
         }
     }
@@ -564,7 +567,12 @@ impl GatewayError {
     /// The answer: `{"success":false,"message":…,"error":…}` with the
     /// status, the implied headers and, for untrusted heads, `Connection: close`.
     pub(crate) fn into_reply(self) -> Reply {
-        let mut reply = Reply::error(self.status(), self.code(), self.message());
+        let message = self.message();
+        let mut reply = Reply::error(self.status(), self.code(), message.clone());
+        reply.grpc = Some(GrpcStatus {
+            code: self.grpc_status(),
+            message: message.into_owned(),
+        });
         reply.headers = self.headers();
         if self.closes_connection() {
             reply = reply.closing();
@@ -586,7 +594,6 @@ fn access_token_message(rejection: &Rejection, seed: Option<Seed>) -> Cow<'stati
 }
 
 /// The gRPC status of an HTTP status the gateway answers with, if mapped.
-#[allow(dead_code)] // see `grpc_status`
 fn grpc_for_http(status: u16) -> Option<u8> {
     Some(match status {
         400 | 413 | 415 | 431 => grpc::INVALID_ARGUMENT,
@@ -677,7 +684,7 @@ mod tests {
                 404,
                 "no_route",
                 "no_route",
-                5,
+                12,
             ),
             // Authentication
             (
@@ -1217,6 +1224,30 @@ mod tests {
             token(Rejection::Missing, Some(CareFlow)),
             "Access token is required"
         );
+    }
+
+    #[test]
+    fn every_refusal_carries_its_grpc_status_and_message() {
+        for (error, _, _, _, grpc) in table() {
+            let reply = error.clone().into_reply();
+            assert_eq!(
+                reply.grpc,
+                Some(GrpcStatus {
+                    code: grpc,
+                    message: error.to_string()
+                }),
+                "{error:?}"
+            );
+        }
+        assert_eq!(
+            AccessToken {
+                rejection: Rejection::Missing,
+                seed: None
+            }
+            .grpc_status(),
+            grpc::UNAUTHENTICATED
+        );
+        assert_eq!(UpstreamUnreachable.grpc_status(), grpc::UNAVAILABLE);
     }
 
     #[test]

@@ -1,42 +1,119 @@
-//! Upstream pools: targets picked round-robin among the healthy ones, and the
-//! active health checks that take dead targets out and put them back.
+//! Upstream pools: targets picked round-robin among the healthy ones, the
+//! protocol and TLS settings every connection to them uses, and the active
+//! health checks that take dead targets out and put them back.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::prelude::HttpPeer;
+use pingora::protocols::tls::{CaType, ALPN};
+use pingora::utils::tls::CertKey;
+use serde::Deserialize;
 use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
 
+/// Concurrent HTTP/2 streams the gateway opens on one upstream connection
+/// before it opens another (pingora's default is 1: no multiplexing).
+pub(crate) const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// How the gateway speaks HTTP to a pool's targets (`upstreams.*.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS when `tls` is set).
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS, negotiated by ALPN; implies `tls`.
+    H2,
+    /// HTTP/2 with prior knowledge over plain TCP (gRPC servers without TLS).
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
+
+    fn is_h2(self) -> bool {
+        matches!(self, UpstreamProtocol::H2 | UpstreamProtocol::H2c)
+    }
+}
+
+/// TLS toward a pool's targets (`upstreams.*.tls`), its files loaded once
+/// per config generation.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// The server name sent and verified; `None`: each target's host.
+    pub sni: Option<String>,
+    /// Verify the certificate chain and the server name.
+    pub verify: bool,
+    /// Trusted CA certificates (`ca_file`); `None`: the system's roots.
+    pub ca: Option<Arc<CaType>>,
+    /// The client certificate and key presented to the targets.
+    pub client_cert: Option<Arc<CertKey>>,
+    /// Keeps pooled connections of different TLS settings apart (pingora
+    /// does not hash the CA into a connection's reuse key).
+    pub group_key: u64,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .field("ca_certificates", &self.ca.as_ref().map(|ca| ca.len()))
+            .field("client_cert", &self.client_cert.is_some())
+            .finish()
+    }
+}
+
 /// How targets are probed.
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
+    /// Time between two checks of a target.
     pub interval: Duration,
+    /// Time one check may take.
     pub timeout: Duration,
-    /// `Some(path)`: HTTP GET expecting 2xx/3xx; `None`: TCP connect.
+    /// `Some(path)`: HTTP GET expecting 2xx/3xx, in the pool's protocol and
+    /// over its TLS; `None`: TCP connect.
     pub path: Option<String>,
+    /// Consecutive failures that take a target out.
     pub unhealthy_after: u32,
+    /// Consecutive successes that put it back.
     pub healthy_after: u32,
 }
 
 /// One backend address and its health state.
 #[derive(Debug)]
 pub struct Target {
+    /// The resolved address.
     pub addr: SocketAddr,
     /// As written in the config, for logs and metric labels.
     pub label: String,
+    /// The host part of `label` (no port, no IPv6 brackets): the TLS server
+    /// name when `tls.sni` is not set.
+    pub host: String,
     healthy: AtomicBool,
     failures: AtomicU32,
     successes: AtomicU32,
 }
 
 impl Target {
+    /// A target, healthy until checked otherwise.
     pub fn new(addr: SocketAddr, label: String) -> Target {
         Target {
             addr,
+            host: host_of(&label).to_owned(),
             label,
             healthy: AtomicBool::new(true),
             failures: AtomicU32::new(0),
@@ -44,9 +121,21 @@ impl Target {
         }
     }
 
+    /// Whether the target is in rotation.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
+}
+
+/// `host` of `host:port` or `[v6]:port`, as written.
+fn host_of(label: &str) -> &str {
+    let host = match label.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => label,
+    };
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// The `Host` an upstream receives (`upstreams.*.host`).
@@ -63,18 +152,29 @@ pub enum UpstreamHost {
 /// A named pool of targets.
 #[derive(Debug)]
 pub struct Upstream {
+    /// The name in `upstreams`.
     pub name: Arc<str>,
+    /// The targets, in config order.
     pub targets: Vec<Target>,
+    /// Connecting to a target (TCP and TLS handshake).
     pub connect_timeout: Duration,
+    /// Reading from a target.
     pub read_timeout: Duration,
+    /// Writing to a target.
     pub write_timeout: Duration,
+    /// Active health checks; `None`: targets are always in rotation.
     pub health_check: Option<HealthCheck>,
     /// The `Host` the upstream receives.
     pub host: UpstreamHost,
+    /// HTTP/1.1, HTTP/2 over TLS or h2c.
+    pub protocol: UpstreamProtocol,
+    /// TLS toward the targets; `None`: plain TCP.
+    pub tls: Option<UpstreamTls>,
     next: AtomicUsize,
 }
 
 impl Upstream {
+    /// A plain HTTP/1.1 pool; `host`, `protocol` and `tls` are set after.
     pub fn new(
         name: Arc<str>,
         targets: Vec<Target>,
@@ -91,18 +191,45 @@ impl Upstream {
             write_timeout,
             health_check,
             host: UpstreamHost::Preserve,
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
             next: AtomicUsize::new(0),
         }
     }
 
-    /// The pingora peer for `target` with this pool's timeouts.
-    pub fn peer(&self, target: &Target) -> pingora::prelude::HttpPeer {
-        let mut peer = pingora::prelude::HttpPeer::new(target.addr, false, String::new());
+    /// The pingora peer for `target` with this pool's timeouts, protocol
+    /// and TLS settings.
+    pub fn peer(&self, target: &Target) -> HttpPeer {
+        let sni = match &self.tls {
+            Some(tls) => tls.sni.clone().unwrap_or_else(|| target.host.clone()),
+            None => String::new(),
+        };
+        let mut peer = HttpPeer::new(target.addr, self.tls.is_some(), sni);
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.write_timeout = Some(self.write_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
+        if self.protocol.is_h2() {
+            // Minimum version 2: h2 by ALPN over TLS, prior knowledge in plain text.
+            peer.options.alpn = ALPN::H2;
+            peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+        }
+        if let Some(tls) = &self.tls {
+            peer.options.verify_cert = tls.verify;
+            peer.options.verify_hostname = tls.verify;
+            peer.options.ca = tls.ca.clone();
+            peer.client_cert_key = tls.client_cert.clone();
+            peer.group_key = tls.group_key;
+        }
         peer
+    }
+
+    /// The `Host` (HTTP/1.1) or `:authority` (HTTP/2) a health check sends.
+    fn check_authority(&self, target: &Target) -> String {
+        match &self.host {
+            UpstreamHost::Fixed(host) => host.to_str().unwrap_or(&target.label).to_owned(),
+            UpstreamHost::Preserve => target.label.clone(),
+        }
     }
 
     /// Next healthy target, round-robin; `None` when all are down.
@@ -115,12 +242,23 @@ impl Upstream {
     }
 
     /// Probes every target once and updates health state and metrics.
-    pub async fn check_once(&self, metrics: &Metrics) {
+    /// HTTP checks go through `connector` with the pool's own peer settings,
+    /// so a TLS or HTTP/2 pool is checked the way it is proxied to.
+    pub async fn check_once(&self, metrics: &Metrics, connector: &Connector) {
         let Some(hc) = &self.health_check else {
             return;
         };
         for target in &self.targets {
-            let ok = probe(target.addr, hc).await;
+            let ok = match &hc.path {
+                None => tcp_probe(target.addr, hc.timeout).await,
+                Some(path) => {
+                    let mut peer = self.peer(target);
+                    // A fresh connection per check: a pooled one could hide a dead target.
+                    peer.options.max_h2_streams = 1;
+                    let authority = self.check_authority(target);
+                    http_probe(connector, &peer, path, &authority, hc.timeout).await
+                }
+            };
             let was = target.is_healthy();
             if ok {
                 target.failures.store(0, Ordering::Relaxed);
@@ -145,31 +283,37 @@ impl Upstream {
     }
 }
 
-async fn probe(addr: SocketAddr, hc: &HealthCheck) -> bool {
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        let Some(path) = &hc.path else {
-            return Some(true);
-        };
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: portcullis-health\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut buf = [0u8; 32];
-        let mut read = 0;
-        while read < 12 {
-            let n = stream.read(&mut buf[read..]).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            read += n;
-        }
-        let head = std::str::from_utf8(&buf[..read]).ok()?;
-        let code: u16 = head.get(9..12)?.parse().ok()?;
-        Some((200..400).contains(&code))
-    };
+/// A TCP connect within `timeout`.
+async fn tcp_probe(addr: SocketAddr, timeout: Duration) -> bool {
     matches!(
-        tokio::time::timeout(hc.timeout, attempt).await,
-        Ok(Some(true))
+        tokio::time::timeout(timeout, TcpStream::connect(addr)).await,
+        Ok(Ok(_))
     )
+}
+
+/// `GET path` within `timeout`, expecting 2xx or 3xx. The connection is
+/// dropped afterwards, never pooled.
+async fn http_probe(
+    connector: &Connector,
+    peer: &HttpPeer,
+    path: &str,
+    authority: &str,
+    timeout: Duration,
+) -> bool {
+    let attempt = async {
+        let (mut http, _reused) = connector.get_http_session(peer).await.ok()?;
+        let mut request = RequestHeader::build("GET", path.as_bytes(), None).ok()?;
+        request.insert_header(http::header::HOST, authority).ok()?;
+        request
+            .insert_header(http::header::USER_AGENT, "portcullis-health")
+            .ok()?;
+        http.write_request_header(Box::new(request)).await.ok()?;
+        http.finish_request_body().await.ok()?;
+        http.read_response_header().await.ok()?;
+        let status = http.response_header()?.status.as_u16();
+        Some((200..400).contains(&status))
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
 }
 
 /// Starts one health-check loop per checked pool. The caller aborts the
@@ -184,11 +328,12 @@ pub(crate) fn spawn_health_checks(
             let interval = u.health_check.as_ref()?.interval;
             let (u, metrics) = (u.clone(), metrics.clone());
             Some(tokio::spawn(async move {
+                let connector = Connector::new(None);
                 let mut ticker = tokio::time::interval(interval);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticker.tick().await;
-                    u.check_once(&metrics).await;
+                    u.check_once(&metrics, &connector).await;
                 }
             }))
         })
@@ -219,6 +364,50 @@ mod tests {
         let picks: Vec<_> = (0..4).map(|_| p.pick().unwrap().label.clone()).collect();
         assert!(!picks.contains(&"t1".to_string()));
         assert!(picks.contains(&"t0".to_string()) && picks.contains(&"t2".to_string()));
+    }
+
+    #[test]
+    fn a_targets_host_is_its_label_without_port_or_brackets() {
+        assert_eq!(host_of("api.internal:8443"), "api.internal");
+        assert_eq!(host_of("127.0.0.1:80"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:443"), "::1");
+    }
+
+    #[test]
+    fn h2_pools_ask_for_http2_and_multiplex() {
+        let mut p = pool(1);
+        let plain = p.peer(&p.targets[0]);
+        assert_eq!(plain.options.alpn, ALPN::H1);
+        assert!(!plain.is_tls());
+        p.protocol = UpstreamProtocol::H2c;
+        let h2c = p.peer(&p.targets[0]);
+        assert_eq!(h2c.options.alpn, ALPN::H2);
+        assert!(!h2c.is_tls());
+        assert_eq!(h2c.options.max_h2_streams, H2_STREAMS_PER_CONNECTION);
+    }
+
+    #[test]
+    fn tls_pools_send_the_target_host_unless_an_sni_is_set() {
+        let mut p = pool(1);
+        p.tls = Some(UpstreamTls {
+            sni: None,
+            verify: true,
+            ca: None,
+            client_cert: None,
+            group_key: 7,
+        });
+        let peer = p.peer(&p.targets[0]);
+        assert!(peer.is_tls());
+        assert_eq!(peer.sni, "t0", "the target's host as written");
+        assert!(peer.options.verify_cert && peer.options.verify_hostname);
+        assert_eq!(peer.group_key, 7);
+        if let Some(tls) = p.tls.as_mut() {
+            tls.sni = Some("api.internal".into());
+            tls.verify = false;
+        }
+        let peer = p.peer(&p.targets[0]);
+        assert_eq!(peer.sni, "api.internal");
+        assert!(!peer.options.verify_cert && !peer.options.verify_hostname);
     }
 
     #[test]

@@ -64,6 +64,13 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 pub const UNHEALTHY_AFTER: u32 = 2;
 /// `upstreams.*.health_check.healthy_after`.
 pub const HEALTHY_AFTER: u32 = 1;
+/// `upstreams.*.protocol`.
+pub const UPSTREAM_PROTOCOL: &str = "http1";
+/// `upstreams.*.tls.verify`.
+pub const UPSTREAM_TLS_VERIFY: bool = true;
+/// A certificate the gateway presents or trusts that expires sooner than
+/// this gets a warning at load (not configurable).
+pub const CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// `plugins.*.memory_limit`.
 pub const PLUGIN_MEMORY: usize = 16 << 20;
@@ -165,6 +172,12 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("upstreams.*.health_check.timeout", "1s"),
     ("upstreams.*.health_check.unhealthy_after", "2"),
     ("upstreams.*.health_check.healthy_after", "1"),
+    ("upstreams.*.protocol", "http1"),
+    ("upstreams.*.tls.sni", "each target's host"),
+    ("upstreams.*.tls.verify", "true"),
+    ("upstreams.*.tls.ca_file", "the system's roots"),
+    ("upstreams.*.tls.client_cert_file", ""),
+    ("upstreams.*.tls.client_key_file", ""),
     ("plugins.*.module", ""),
     ("plugins.*.allow_headers", ""),
     ("plugins.*.request_headers", ""),
@@ -291,6 +304,7 @@ mod tests {
             ("sessions.migrate", SESSIONS_MIGRATE),
             ("sessions.rotation", ROTATION),
             ("sessions.cookie.secure", COOKIE_SECURE),
+            ("upstreams.*.tls.verify", UPSTREAM_TLS_VERIFY),
         ] {
             assert_eq!(doc(key).parse::<bool>(), Ok(value), "{key}");
         }
@@ -300,6 +314,11 @@ mod tests {
             upgrade_socket(9090).to_string_lossy()
         );
         assert_eq!(doc("log.level"), LOG_LEVEL);
+        assert_eq!(doc("upstreams.*.protocol"), UPSTREAM_PROTOCOL);
+        assert_eq!(
+            crate::upstream::UpstreamProtocol::default().as_str(),
+            UPSTREAM_PROTOCOL
+        );
         assert_eq!(doc("sessions.base_path"), SESSIONS_BASE_PATH);
         assert_eq!(doc("sessions.cookie.name"), REFRESH_COOKIE);
         assert!(doc("sessions.cookie.csrf_header").eq_ignore_ascii_case(CSRF_HEADER));

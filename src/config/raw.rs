@@ -10,6 +10,7 @@ use super::units::{ByteSize, HumanDuration, ListenAddr};
 pub(crate) use crate::canonical::{EmptySegments, PathParams, UnderscoreHeaders};
 pub(crate) use crate::logging::LogFormat;
 pub(crate) use crate::route::AuthMode;
+pub(crate) use crate::upstream::UpstreamProtocol;
 
 /// Root of `portcullis.yaml`.
 #[derive(Debug, Deserialize)]
@@ -278,6 +279,27 @@ pub(crate) struct RawUpstream {
     pub health_check: Option<RawHealthCheck>,
     /// `preserve` (default) or a fixed `host[:port]` sent as `Host`.
     pub host: Option<Spanned<String>>,
+    /// `http1` (default), `h2` (HTTP/2 over TLS, by ALPN) or `h2c`
+    /// (HTTP/2 with prior knowledge on plain TCP).
+    pub protocol: Option<Spanned<UpstreamProtocol>>,
+    /// TLS toward the targets; present means TLS (`protocol: h2` implies it).
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+/// `upstreams.*.tls`: how the gateway connects to the targets over TLS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTls {
+    /// Server name sent (SNI) and verified; default: each target's host.
+    pub sni: Option<Spanned<String>>,
+    /// Verify the target's certificate chain and name (default true).
+    pub verify: Option<Spanned<bool>>,
+    /// PEM CA certificates to verify against instead of the system's roots.
+    pub ca_file: Option<Spanned<String>>,
+    /// PEM client certificate (chain) presented to the targets.
+    pub client_cert_file: Option<Spanned<String>>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

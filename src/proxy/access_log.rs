@@ -20,10 +20,15 @@ pub(super) fn record(
         ctx.upstream_span.record("error", e.etype().as_str());
     }
     ctx.close_upstream_span();
-    let status = session
-        .response_written()
-        .map(|r| r.status.as_u16())
-        .unwrap_or(0);
+    let answer = session.response_written();
+    let status = answer.map(|r| r.status.as_u16()).unwrap_or(0);
+    // A gRPC refusal is HTTP 200: its status is in the head (the gateway's
+    // own, and an upstream's trailers-only error answers).
+    let grpc_status = answer
+        .and_then(|r| r.headers.get("grpc-status"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let route = ctx.route_name().to_owned();
     let elapsed = ctx.started.elapsed();
     let status_text = status.to_string();
@@ -55,6 +60,7 @@ pub(super) fn record(
                 raw_path = ctx.raw_path.as_deref().map(strip_query).unwrap_or(""),
                 route = %route,
                 status,
+                grpc_status = %grpc_status,
                 latency_ms = elapsed.as_secs_f64() * 1000.0,
                 auth = ctx.auth.as_str(),
                 reason,

@@ -33,6 +33,9 @@ pub(super) async fn answer(
     let Some(error) = gateway_error_for(e) else {
         return cut;
     };
+    if let Some(reason) = tls_failure_reason(e) {
+        record_tls_failure(e, reason, ctx);
+    }
     if ctx.request_id.is_empty() {
         ctx.request_id = crate::headers::request_id(None);
     }
@@ -70,6 +73,72 @@ fn record_abort(e: &Error, ctx: &RequestCtx, metrics: &Metrics) {
         error = %e,
         "upstream answer aborted after its head was sent; the client connection is cut"
     );
+}
+
+/// Logs a failed TLS handshake with an upstream, naming why: the 502 the
+/// client gets says only `upstream_error`.
+fn record_tls_failure(e: &Error, reason: &'static str, ctx: &RequestCtx) {
+    let (route, upstream) = match ctx.route() {
+        Some((gen, r)) => (&*r.name, &*gen.upstreams[r.upstream].name),
+        None => ("-", "-"),
+    };
+    tracing::warn!(
+        request_id = %ctx.request_id,
+        route,
+        upstream,
+        target = ctx.target.as_deref().unwrap_or("-"),
+        reason,
+        error = %e,
+        "TLS handshake with the upstream failed: {}",
+        tls_reason_text(reason)
+    );
+}
+
+/// Why a TLS handshake with an upstream failed, as a bounded label, or
+/// `None` when `e` is not a TLS failure. pingora keeps only the text of
+/// rustls' error, so the text is read.
+pub(super) fn tls_failure_reason(e: &Error) -> Option<&'static str> {
+    if !matches!(
+        e.etype(),
+        ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError
+    ) {
+        return None;
+    }
+    let text = e.to_string();
+    let reason = if text.contains("UnknownIssuer") {
+        "unknown_ca"
+    } else if text.contains("not valid for name") || text.contains("NotValidForName") {
+        "name_mismatch"
+    } else if text.contains("certificate expired") || text.contains("Expired") {
+        "expired"
+    } else if text.contains("not valid yet") || text.contains("NotValidYet") {
+        "not_yet_valid"
+    } else if text.contains("invalid peer certificate") {
+        "bad_certificate"
+    } else if text.contains("received fatal alert") {
+        // The upstream refused the handshake: often our client
+        // certificate (missing, or not from a CA it trusts).
+        "refused_by_upstream"
+    } else if text.contains("no application protocol") || text.contains("NoApplicationProtocol") {
+        "no_common_protocol"
+    } else {
+        "handshake_failed"
+    };
+    Some(reason)
+}
+
+/// The operator's reading of a [`tls_failure_reason`].
+fn tls_reason_text(reason: &str) -> &'static str {
+    match reason {
+        "unknown_ca" => "its certificate is not signed by a trusted CA (check `tls.ca_file`)",
+        "name_mismatch" => "its certificate is not for the name the gateway asked for (check `tls.sni`)",
+        "expired" => "its certificate has expired",
+        "not_yet_valid" => "its certificate is not valid yet (check the clocks)",
+        "bad_certificate" => "its certificate was refused",
+        "refused_by_upstream" => "the upstream refused the handshake (a client certificate it wants? check `tls.client_cert_file`)",
+        "no_common_protocol" => "no common application protocol (check `protocol`)",
+        _ => "see the error",
+    }
 }
 
 /// `closed`, `timeout` or `error` (`portcullis_upstream_aborts_total`).
@@ -150,5 +219,24 @@ mod tests {
         let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, deadline);
         let body = Error::because(ErrorType::ReadError, "when reading body", timed_out).into_down();
         assert_eq!(answer(&body), Some(BodyTimeout));
+    }
+
+    #[test]
+    fn tls_failures_are_502_with_a_reason_named() {
+        let failed =
+            |text: &str| Error::explain(ErrorType::TLSHandshakeFailure, text.to_owned()).into_up();
+        let unknown = failed("TLS connect() failed: tls connect error cause: invalid peer certificate: UnknownIssuer, SNI: 127.0.0.1");
+        assert_eq!(gateway_error_for(&unknown), Some(UpstreamUnreachable));
+        assert_eq!(tls_failure_reason(&unknown), Some("unknown_ca"));
+        let name = failed("invalid peer certificate: certificate not valid for name \"a\"; certificate is only valid for b");
+        assert_eq!(tls_failure_reason(&name), Some("name_mismatch"));
+        let expired = failed("invalid peer certificate: certificate expired: verification time 2");
+        assert_eq!(tls_failure_reason(&expired), Some("expired"));
+        let alert = failed("received fatal alert: CertificateRequired");
+        assert_eq!(tls_failure_reason(&alert), Some("refused_by_upstream"));
+        assert_eq!(
+            tls_failure_reason(&Error::new_up(ErrorType::ConnectRefused)),
+            None
+        );
     }
 }

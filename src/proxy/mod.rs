@@ -155,9 +155,12 @@ impl ProxyHttp for Gateway {
 
     /// A client too slow with its body is counted and answered, not an
     /// error of the gateway worth a log line; an upstream answer cut after
-    /// its head was sent has its own line (`failure`).
+    /// its head was sent and a failed TLS handshake with an upstream have
+    /// their own lines (`failure`).
     fn suppress_error_log(&self, session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
-        crate::conn_guard::read_deadline(e).is_some() || failure::is_abort(session, e)
+        crate::conn_guard::read_deadline(e).is_some()
+            || failure::is_abort(session, e)
+            || failure::tls_failure_reason(e).is_some()
     }
 
     /// Answers a failed proxy attempt (502/503/504/408 JSON) while nothing

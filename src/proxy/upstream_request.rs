@@ -10,7 +10,7 @@ use pingora::{Error, ErrorType, Result};
 use super::context::upstream_span;
 use super::RequestCtx;
 use crate::plugin::HeaderChange;
-use crate::upstream::UpstreamHost;
+use crate::upstream::{UpstreamHost, UpstreamProtocol};
 
 /// Picks a healthy target of the route's pool (round-robin) and opens the
 /// `upstream` span.
@@ -121,18 +121,37 @@ pub(super) fn prepare_upstream_request(
     let client_ip = crate::session::request::client_ip(session).unwrap_or_else(|| "unknown".into());
     upstream.insert_header("x-forwarded-for", client_ip)?;
     upstream.insert_header("x-forwarded-proto", "http")?;
-    if let Some(host) = session.req_header().headers.get(http::header::HOST) {
+    // HTTP/2 clients name the host in `:authority` (the URI), not `Host`.
+    let client_host = session
+        .req_header()
+        .headers
+        .get(http::header::HOST)
+        .cloned()
+        .or_else(|| {
+            let authority = session.req_header().uri.authority()?;
+            http::HeaderValue::from_str(authority.as_str()).ok()
+        });
+    if let Some(host) = &client_host {
         upstream.insert_header("x-forwarded-host", host.clone())?;
     }
-    match &gen.upstreams[route.upstream].host {
+    let pool = &gen.upstreams[route.upstream];
+    match &pool.host {
         UpstreamHost::Fixed(host) => upstream.insert_header(http::header::HOST, host.clone())?,
-        // HTTP/1.0 without Host: the upstream still gets one (RFC 9112 §3.2).
         UpstreamHost::Preserve if !upstream.headers.contains_key(http::header::HOST) => {
-            if let Some(target) = ctx.target.as_deref() {
-                upstream.insert_header(http::header::HOST, target)?;
+            // An HTTP/2 client's `:authority`; else (HTTP/1.0 without
+            // Host) the target, so the upstream still gets one (RFC 9112 §3.2).
+            if upstream.uri.authority().is_none() {
+                if let Some(target) = ctx.target.as_deref() {
+                    upstream.insert_header(http::header::HOST, target)?;
+                }
             }
         }
         UpstreamHost::Preserve => {}
+    }
+    if pool.protocol != UpstreamProtocol::Http1 && crate::reply::is_grpc_request(upstream) {
+        // gRPC servers require it; pingora drops `TE` from an HTTP/1.1
+        // client's request as hop-by-hop before this filter runs.
+        upstream.insert_header(http::header::TE, "trailers")?;
     }
     Ok(())
 }

@@ -25,6 +25,13 @@
 //! Clusters started for a single test (outage tests stop and restart theirs)
 //! are stopped and removed by `Drop`, with the watchdog as the fallback.
 //!
+//! # TLS
+//!
+//! [`Cluster::start_tls`] starts a cluster of its own with `ssl=on` and the
+//! given server certificate and key, written into its data directory owned
+//! by the server's user (the key `0600`: the server refuses a key others can
+//! read). Plain connections keep working beside TLS ones.
+//!
 //! If neither `DATABASE_URL` nor the binaries are available the tests fail
 //! with a message saying so; they never skip silently.
 //!
@@ -191,10 +198,21 @@ pub enum Durability {
     Durable,
 }
 
+/// A server certificate and key (PEM) for a cluster that serves TLS.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The certificate (chain), PEM.
+    pub cert_pem: String,
+    /// Its private key, PEM.
+    pub key_pem: String,
+}
+
 /// A Postgres cluster in a temp directory, owned by this test process.
 pub struct Cluster {
     pub port: u16,
     durability: Durability,
+    /// `ssl=on` with this certificate; `None`: plain connections only.
+    tls: Option<ServerTls>,
     root: PathBuf,
     data: PathBuf,
     socket_dir: PathBuf,
@@ -215,6 +233,17 @@ impl Cluster {
     /// `initdb` and start a new cluster of the given durability on a free
     /// loopback port.
     pub fn start_with(durability: Durability) -> Result<Cluster, String> {
+        Cluster::start_cluster(durability, None)
+    }
+
+    /// `initdb` and start a new [`Durability::Fast`] cluster that also
+    /// accepts TLS (`ssl=on`) with this server certificate. Plain
+    /// connections keep working (the tests' admin URL uses them).
+    pub fn start_tls(tls: ServerTls) -> Result<Cluster, String> {
+        Cluster::start_cluster(Durability::Fast, Some(tls))
+    }
+
+    fn start_cluster(durability: Durability, tls: Option<ServerTls>) -> Result<Cluster, String> {
         let bin_dir = find_bin_dir().ok_or_else(|| {
             "no Postgres server binaries found (looked in $PG_BINDIR, /usr/local/bin, \
              /usr/lib/postgresql/*/bin and $PATH for initdb, pg_ctl and postgres) and \
@@ -233,6 +262,7 @@ impl Cluster {
         let mut cluster = Cluster {
             port: 0,
             durability,
+            tls,
             data: root.join("data"),
             socket_dir: root.join("socket"),
             root,
@@ -244,6 +274,7 @@ impl Cluster {
         cluster.prepare_directories()?;
         cluster.spawn_watchdog()?;
         cluster.initdb()?;
+        cluster.write_tls_files()?;
         // A port free a moment ago can be taken before the server binds it.
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -410,6 +441,30 @@ impl Cluster {
         run_logged(&mut command, &log)
     }
 
+    /// Puts the server certificate and key into the data directory, where
+    /// the server reads them: owned by the server's user, the key `0600`
+    /// (the server refuses a key others can read).
+    fn write_tls_files(&self) -> Result<(), String> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        use std::os::unix::fs::PermissionsExt as _;
+        let cert = self.data.join("server.crt");
+        let key = self.data.join("server.key");
+        std::fs::write(&cert, &tls.cert_pem)
+            .map_err(|e| format!("write {}: {e}", cert.display()))?;
+        std::fs::write(&key, &tls.key_pem).map_err(|e| format!("write {}: {e}", key.display()))?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod {}: {e}", key.display()))?;
+        if self.as_postgres_user {
+            run(Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&cert)
+                .arg(&key))?;
+        }
+        Ok(())
+    }
+
     fn pg_ctl_start(&self) -> Result<(), String> {
         let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1",
@@ -421,6 +476,10 @@ impl Cluster {
                 " -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
                  -c max_connections=300",
             );
+        }
+        if self.tls.is_some() {
+            // Relative to the data directory.
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
         }
         let server_log = self.data.join("server.log");
         self.pg_ctl(&[

@@ -30,6 +30,121 @@ fn check_pointer(ck: &mut Checker, span: &Spanned<String>, what: &str) -> bool {
     ok
 }
 
+/// The query parameters of a Postgres URL that name files.
+const POSTGRES_FILE_PARAMS: [&str; 3] = ["sslrootcert", "sslcert", "sslkey"];
+
+/// A `postgres://` store URL as sqlx reads it (so `sslmode` and the other
+/// parameters are checked at load, not first at start), with the TLS files
+/// (`sslrootcert`, `sslcert`, `sslkey`) made absolute — relative paths are
+/// taken from the config file's directory, like every path in the file —
+/// and checked to be readable.
+fn postgres_store_url(ck: &mut Checker, span: &Spanned<String>) -> Option<String> {
+    let url = &span.value;
+    let redacted = crate::session::store::redact_url(url);
+    if let Err(e) = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url) {
+        ck.at(
+            span,
+            format!("session store `{redacted}` is not a usable Postgres URL: {e}"),
+        );
+        return None;
+    }
+    let Some((base, query)) = url.split_once('?') else {
+        return Some(url.clone());
+    };
+    let mut ok = true;
+    let mut pairs = Vec::new();
+    for pair in query.split('&') {
+        if let Some(("sslmode" | "ssl-mode", mode)) = pair.split_once('=') {
+            if mode.eq_ignore_ascii_case("verify-ca") {
+                ck.warn_at(
+                    span,
+                    "`sslmode=verify-ca` also checks the server's name in this build (sqlx 0.8 with current rustls, launchbadge/sqlx#3793): the server's certificate must be for the host in the URL, as with `verify-full`",
+                );
+            }
+        }
+        let file = pair
+            .split_once('=')
+            .filter(|(key, _)| POSTGRES_FILE_PARAMS.contains(key));
+        let Some((key, value)) = file else {
+            pairs.push(pair.to_owned());
+            continue;
+        };
+        let written = percent_decode(value);
+        let path = ck.base_dir.join(&written);
+        let unusable = match std::fs::read(&path) {
+            Err(e) => Some(format!(
+                "cannot be read: {e}; paths are relative to the config file's directory"
+            )),
+            Ok(pem) if key == "sslkey" => {
+                use rustls_pki_types::pem::PemObject;
+                rustls_pki_types::PrivateKeyDer::from_pem_slice(&pem)
+                    .err()
+                    .map(|e| format!("holds no usable PEM private key: {e}"))
+            }
+            Ok(pem) => match super::upstreams::tls::certificates(&pem) {
+                Ok(certs) if certs.is_empty() => {
+                    Some("holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)".into())
+                }
+                Ok(_) => None,
+                Err(why) => Some(why),
+            },
+        };
+        if let Some(why) = unusable {
+            ck.at(
+                span,
+                format!(
+                    "session store `{redacted}`: `{key}` file `{written}` ({}) {why}",
+                    path.display()
+                ),
+            );
+            ok = false;
+        }
+        pairs.push(format!(
+            "{key}={}",
+            percent_encode_path(&path.to_string_lossy())
+        ));
+    }
+    ok.then(|| format!("{base}?{}", pairs.join("&")))
+}
+
+/// `%XX` escapes (and `+` for a space, as URL query strings write it) decoded.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A path as a query value: everything but unreserved characters and `/`
+/// percent-encoded.
+fn percent_encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for &b in path.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 pub(super) fn compile_login(ck: &mut Checker, route: &str, raw: &RawLogin) -> Option<LoginCapture> {
     let mut ok = check_pointer(ck, &raw.subject, &format!("route `{route}`: login subject"));
     let mut claims = Vec::new();
@@ -93,7 +208,13 @@ pub(super) fn compile_sessions(
         None if raw.store.value.starts_with("postgres://")
             || raw.store.value.starts_with("postgresql://") =>
         {
-            raw.store.value.clone()
+            match postgres_store_url(ck, &raw.store) {
+                Some(url) => url,
+                None => {
+                    ok = false;
+                    String::new()
+                }
+            }
         }
         None => {
             ck.at(
@@ -254,4 +375,22 @@ pub(super) fn compile_sessions(
             .map(|l| l.0)
             .unwrap_or(defaults::JWT_LEEWAY),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_decode_and_paths_encode_back() {
+        assert_eq!(percent_decode("certs%2Fca%20one.pem"), "certs/ca one.pem");
+        assert_eq!(percent_decode("a+b%"), "a b%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(
+            percent_encode_path("/etc/pg certs/ca&1.pem"),
+            "/etc/pg%20certs/ca%261.pem"
+        );
+        let path = "/tmp/x y/ü.pem";
+        assert_eq!(percent_decode(&percent_encode_path(path)), path);
+    }
 }

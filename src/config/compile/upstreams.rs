@@ -1,4 +1,7 @@
-//! The `upstreams` section: target pools, timeouts, health checks.
+//! The `upstreams` section: target pools, timeouts, health checks, the
+//! protocol and TLS toward the targets ([`tls`]).
+
+pub(super) mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -69,6 +72,8 @@ pub(super) fn compile_upstream(
             }
         },
     };
+    let protocol = u.protocol.as_ref().map(|p| p.value).unwrap_or_default();
+    let tls = tls::compile_upstream_tls(ck, name, u, protocol, &targets)?;
     let mut upstream = Upstream::new(
         name.into(),
         targets,
@@ -78,6 +83,8 @@ pub(super) fn compile_upstream(
         health_check,
     );
     upstream.host = host;
+    upstream.protocol = protocol;
+    upstream.tls = tls;
     Some(upstream)
 }
 

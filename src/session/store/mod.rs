@@ -343,8 +343,14 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> StoreError {
         use sqlx::Error as E;
         match error {
+            // sqlx hands rustls' handshake errors over as I/O errors.
+            E::Io(e) if tls_failure(&e) => StoreError::Unavailable(format!(
+                "TLS error talking to the database: {e} (check `sslmode` and `sslrootcert` in the store URL)"
+            )),
             E::Io(e) => StoreError::Unavailable(format!("I/O error talking to the database: {e}")),
-            E::Tls(e) => StoreError::Unavailable(format!("TLS error talking to the database: {e}")),
+            E::Tls(e) => StoreError::Unavailable(format!(
+                "TLS error talking to the database: {e} (check `sslmode` and `sslrootcert` in the store URL)"
+            )),
             E::Protocol(m) => StoreError::Unavailable(format!("protocol error: {m}")),
             E::PoolTimedOut => StoreError::Unavailable(
                 "timed out waiting for a database connection (is the database up?)".into(),
@@ -368,6 +374,12 @@ impl From<sqlx::Error> for StoreError {
             other => StoreError::Database(other.to_string()),
         }
     }
+}
+
+/// An I/O error that is a failed TLS handshake (rustls' error inside).
+fn tls_failure(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<pingora::tls::RusTlsError>().is_some())
 }
 
 /// Classifies an error the database itself returned. Only the primary message

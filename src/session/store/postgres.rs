@@ -129,6 +129,10 @@ impl PostgresStore {
 
     /// [`PostgresStore::connect_lazy`] with explicit pool sizing.
     pub fn connect_lazy_with(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
+        // sqlx's TLS for `sslmode=verify-ca` builds its verifier with the
+        // process's default rustls provider, and panics when there is none:
+        // install pingora's (idempotent) before any connection is made.
+        pingora::tls::install_default_crypto_provider();
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::InvalidUrl {
                 url: redact_url(url),
