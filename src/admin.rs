@@ -115,7 +115,25 @@ impl ServeHttp for AdminApp {
                     (Some(_), Some(s)) if s.is_available() => Some("available"),
                     (Some(_), _) => Some("unavailable"),
                 };
-                let ready = healthy_pools == gen.upstreams.len() && store != Some("unavailable");
+                // Fetched issuers: ready once their keys are in (`startup: lazy`
+                // issuers do not hold readiness back).
+                let issuers: serde_json::Map<String, serde_json::Value> = gen
+                    .verifier
+                    .iter()
+                    .flat_map(|v| v.key_sources())
+                    .map(|(name, source)| {
+                        let state = match (source.key_count(), source.is_ready()) {
+                            (Some(_), true) => "keys_loaded",
+                            (None, true) => "lazy",
+                            (_, false) => "keys_unavailable",
+                        };
+                        (name.to_owned(), state.into())
+                    })
+                    .collect();
+                let issuers_ready = issuers.values().all(|s| s != "keys_unavailable");
+                let ready = healthy_pools == gen.upstreams.len()
+                    && store != Some("unavailable")
+                    && issuers_ready;
                 let mut body = serde_json::json!({
                     "status": if ready { "ready" } else { "not_ready" },
                     "upstreams_with_healthy_targets": healthy_pools,
@@ -124,9 +142,26 @@ impl ServeHttp for AdminApp {
                 if let Some(store) = store {
                     body["session_store"] = store.into();
                 }
+                if !issuers.is_empty() {
+                    body["issuers"] = issuers.into();
+                }
                 json(if ready { 200 } else { 503 }, body)
             }
-            "/metrics" => respond(200, "text/plain; version=0.0.4", self.metrics.render()),
+            "/metrics" => {
+                // Fetched issuer keys: what is in use right now.
+                if let Some(verifier) = self.state.load().verifier.as_ref() {
+                    for (name, source) in verifier.key_sources() {
+                        let jwks = &self.metrics.jwks;
+                        jwks.keys
+                            .with_label_values(&[name])
+                            .set(source.key_count().unwrap_or(0) as i64);
+                        jwks.age
+                            .with_label_values(&[name])
+                            .set(source.age().map(|a| a.as_secs_f64()).unwrap_or(0.0));
+                    }
+                }
+                respond(200, "text/plain; version=0.0.4", self.metrics.render())
+            }
             "/openapi.json" => respond(200, "application/json", OPENAPI_DOCUMENT.into()),
             _ => from_reply(GatewayError::AdminPathUnknown.into_reply()),
         }

@@ -89,6 +89,8 @@ pub struct Metrics {
     pub client_closes: IntCounterVec,
     pub request_refusals: IntCounterVec,
     pub upstream_aborts: IntCounterVec,
+    /// Fetched issuer keys (`jwt.issuers`).
+    pub jwks: JwksMetrics,
     /// The session-store breaker's state and fast failures.
     pub session_store: SessionStoreMetrics,
 }
@@ -255,6 +257,7 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
+        let jwks = JwksMetrics::register(&registry);
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -322,6 +325,7 @@ impl Metrics {
             client_closes,
             request_refusals,
             upstream_aborts,
+            jwks,
             session_store,
         }
     }
@@ -411,5 +415,50 @@ impl Metrics {
             draining,
             in_flight_requests,
         })
+    }
+}
+
+/// Fetched issuer keys: fetches by result, and (updated at scrape time)
+/// the keys in use and their age, per issuer.
+pub struct JwksMetrics {
+    /// `jwks_fetch_total{issuer,result}`: `ok` or `error`.
+    pub fetches: IntCounterVec,
+    /// `jwks_keys{issuer}`: usable keys in the set in use.
+    pub keys: IntGaugeVec,
+    /// `jwks_age_seconds{issuer}`: age of the set in use.
+    pub age: prometheus::GaugeVec,
+}
+
+impl JwksMetrics {
+    fn register(registry: &Registry) -> JwksMetrics {
+        let fetches = IntCounterVec::new(
+            Opts::new(
+                "jwks_fetch_total",
+                "Fetches of an issuer's discovery document and JWK Set, by issuer and result (ok, error)",
+            ),
+            &["issuer", "result"],
+        )
+        .expect("static metric definition");
+        let keys = IntGaugeVec::new(
+            Opts::new("jwks_keys", "Usable signing keys of a fetched issuer"),
+            &["issuer"],
+        )
+        .expect("static metric definition");
+        let age = prometheus::GaugeVec::new(
+            Opts::new(
+                "jwks_age_seconds",
+                "Age of a fetched issuer's key set in use; past max_stale the issuer fails closed",
+            ),
+            &["issuer"],
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(fetches.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(keys.clone()),
+            Box::new(age.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        JwksMetrics { fetches, keys, age }
     }
 }

@@ -100,6 +100,7 @@ impl BackgroundService for Supervisor {
             }
         };
         let mut checks = spawn_health_checks(&self.state.load().upstreams, &self.metrics);
+        start_key_sources(&self.state.load());
         loop {
             let hup_fired = async {
                 match hup.as_mut() {
@@ -115,12 +116,24 @@ impl BackgroundService for Supervisor {
                             c.abort();
                         }
                         checks = spawn_health_checks(&self.state.load().upstreams, &self.metrics);
+                        start_key_sources(&self.state.load());
                     }
                 }
             }
         }
         for c in checks {
             c.abort();
+        }
+    }
+}
+
+/// Starts the refresh task of every fetched issuer's keys (sources kept from
+/// an earlier generation already run; one whose last generation is gone
+/// ends by itself).
+fn start_key_sources(gen: &Generation) {
+    if let Some(verifier) = gen.verifier.as_ref() {
+        for (_, source) in verifier.key_sources() {
+            source.clone().start();
         }
     }
 }
@@ -161,6 +174,7 @@ pub(crate) fn run(config_path: PathBuf, first: Generation, start: Start) -> ! {
     let listeners = first.listeners.clone();
     let state = Arc::new(ArcSwap::from_pointee(first));
     let metrics = Arc::new(Metrics::new());
+    crate::idp::count_fetches_in(metrics.jwks.fetches.clone());
     for u in state.load().upstreams.iter() {
         for t in &u.targets {
             metrics

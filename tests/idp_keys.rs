@@ -17,6 +17,7 @@ use serde_json::Value;
 
 fn settings(provider: &OidcProvider, location: KeyLocation) -> KeySourceSettings {
     KeySourceSettings {
+        name: "test".into(),
         issuer: provider.issuer(),
         location,
         algorithms: vec![Algorithm::RS256, Algorithm::ES256],

@@ -30,6 +30,18 @@ pub const JWT_LEEWAY: Duration = Duration::from_secs(30);
 pub const JWT_MAX_TOKEN_SIZE: usize = 8 * 1024;
 /// `jwt.cache_entries`.
 pub const JWT_CACHE_ENTRIES: usize = 100_000;
+/// `jwt.issuers[].min_refresh`.
+pub const ISSUER_MIN_REFRESH: Duration = Duration::from_secs(60);
+/// `jwt.issuers[].max_refresh`.
+pub const ISSUER_MAX_REFRESH: Duration = Duration::from_secs(3600);
+/// `jwt.issuers[].cooldown`.
+pub const ISSUER_COOLDOWN: Duration = Duration::from_secs(10);
+/// `jwt.issuers[].max_stale`.
+pub const ISSUER_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+/// `jwt.issuers[].fetch_timeout`.
+pub const ISSUER_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// `jwt.issuers[].max_response_size`.
+pub const ISSUER_MAX_RESPONSE: usize = 512 * 1024;
 
 /// `headers.request_id`.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -149,6 +161,23 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("jwt.keys[].public_key_file", ""),
     ("jwt.keys[].private_key_file", ""),
     ("jwt.keys[].sign", "false"),
+    ("jwt.issuers[].issuer", ""),
+    ("jwt.issuers[].name", "the issuer URL"),
+    ("jwt.issuers[].discovery", "false"),
+    ("jwt.issuers[].jwks_uri", ""),
+    ("jwt.issuers[].keys", ""),
+    ("jwt.issuers[].audiences", ""),
+    ("jwt.issuers[].algorithms", "[RS256, ES256]"),
+    ("jwt.issuers[].leeway", "30s"),
+    ("jwt.issuers[].required_claims", ""),
+    ("jwt.issuers[].allow_http", ""),
+    ("jwt.issuers[].startup", "wait"),
+    ("jwt.issuers[].min_refresh", "1m"),
+    ("jwt.issuers[].max_refresh", "1h"),
+    ("jwt.issuers[].cooldown", "10s"),
+    ("jwt.issuers[].max_stale", "24h"),
+    ("jwt.issuers[].fetch_timeout", "5s"),
+    ("jwt.issuers[].max_response_size", "512KiB"),
     ("headers.identity", "X-User-Id, X-User-Role, …"),
     ("headers.identity_prefixes", "X-Auth-, X-Portcullis-"),
     ("headers.request_id", "X-Request-Id"),
@@ -250,6 +279,11 @@ mod tests {
             ("listeners.grace_period", GRACE_PERIOD),
             ("listeners.drain_window", DRAIN_WINDOW),
             ("jwt.leeway", JWT_LEEWAY),
+            ("jwt.issuers[].min_refresh", ISSUER_MIN_REFRESH),
+            ("jwt.issuers[].max_refresh", ISSUER_MAX_REFRESH),
+            ("jwt.issuers[].cooldown", ISSUER_COOLDOWN),
+            ("jwt.issuers[].max_stale", ISSUER_MAX_STALE),
+            ("jwt.issuers[].fetch_timeout", ISSUER_FETCH_TIMEOUT),
             ("limits.header_read_timeout", HEADER_READ_TIMEOUT),
             ("limits.body_read_timeout", BODY_READ_TIMEOUT),
             ("limits.keepalive_timeout", KEEPALIVE_TIMEOUT),

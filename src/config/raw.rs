@@ -188,7 +188,46 @@ pub(crate) struct RawJwt {
     pub cookie: Option<Spanned<String>>,
     /// Verified tokens kept in memory so repeated tokens cost a hash lookup.
     pub cache_entries: Option<usize>,
+    /// The gateway's own keys (and any other configured keys).
+    #[serde(default)]
     pub keys: Vec<Spanned<RawKey>>,
+    /// Issuers whose tokens are accepted, each with its own keys (fetched
+    /// from its OpenID Provider, or configured) and checks.
+    #[serde(default)]
+    pub issuers: Vec<Spanned<RawIssuer>>,
+}
+
+/// One `jwt.issuers` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIssuer {
+    /// Exactly as tokens carry it in `iss`.
+    pub issuer: Spanned<String>,
+    /// Metric label and log name; the issuer URL when absent.
+    pub name: Option<Spanned<String>>,
+    /// Read `jwks_uri` from `{issuer}/.well-known/openid-configuration`.
+    pub discovery: Option<Spanned<bool>>,
+    pub jwks_uri: Option<Spanned<String>>,
+    /// Configured keys instead of fetched ones.
+    #[serde(default)]
+    pub keys: Vec<Spanned<RawKey>>,
+    /// Accepted `aud` values (required).
+    pub audiences: Option<Spanned<OneOrMany>>,
+    /// Allowed token algorithms (default RS256, ES256).
+    pub algorithms: Option<Spanned<Vec<Spanned<String>>>>,
+    pub leeway: Option<HumanDuration>,
+    #[serde(default)]
+    pub required_claims: Vec<Spanned<String>>,
+    /// `loopback`: plain http to a loopback address is allowed.
+    pub allow_http: Option<Spanned<String>>,
+    /// `wait` (default: `/readyz` waits for the keys) or `lazy`.
+    pub startup: Option<Spanned<String>>,
+    pub min_refresh: Option<HumanDuration>,
+    pub max_refresh: Option<HumanDuration>,
+    pub cooldown: Option<HumanDuration>,
+    pub max_stale: Option<HumanDuration>,
+    pub fetch_timeout: Option<HumanDuration>,
+    pub max_response_size: Option<ByteSize>,
 }
 
 /// A YAML scalar or a list of scalars.

@@ -112,6 +112,12 @@ fn target(url: &str, policy: &FetchPolicy) -> Result<Target, FetchError> {
     })
 }
 
+/// Whether `url` may be fetched under `policy` (checked at load, so a
+/// plain-http or malformed URL is a config error, not a runtime one).
+pub fn check_url(url: &str, policy: &FetchPolicy) -> Result<(), FetchError> {
+    target(url, policy).map(|_| ())
+}
+
 /// `localhost` or an address in 127.0.0.0/8 or `::1`.
 pub fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
@@ -180,7 +186,8 @@ async fn exchange(
         }
         body.extend_from_slice(&chunk);
     }
-    connector.release_http_session(http, &peer, None).await;
+    // Not pooled: fetches are rare, and come from more than one runtime.
+    drop(http);
     let json: Value =
         serde_json::from_slice(&body).map_err(|_| FetchError::NotJson("a JSON document"))?;
     let max_age = header

@@ -46,6 +46,8 @@ pub enum KeyLocation {
 /// How one issuer's keys are fetched and kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeySourceSettings {
+    /// The issuer's name (`jwt.issuers[].name`): metric label and logs.
+    pub name: String,
     /// The issuer URL, exactly as tokens carry it in `iss`.
     pub issuer: String,
     /// Discovery or a configured `jwks_uri`.
@@ -239,6 +241,7 @@ impl RemoteKeys {
                     fresh_for,
                 })));
                 self.counts.ok.fetch_add(1, Ordering::Relaxed);
+                super::count_fetch(&self.settings.name, "ok");
                 if let Ok(mut e) = self.last_error.lock() {
                     *e = None;
                 }
@@ -246,6 +249,7 @@ impl RemoteKeys {
             }
             Err(e) => {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                super::count_fetch(&self.settings.name, "error");
                 tracing::warn!(
                     issuer = %self.settings.issuer,
                     error = %e,
@@ -278,12 +282,15 @@ impl RemoteKeys {
     }
 
     /// One turn of the refresh task: fetch, then how long to wait — the
-    /// set's freshness (±10% jitter), or `min_refresh` while fetches fail.
+    /// set's freshness, at most half of `max_stale` (±10% jitter), or
+    /// `min_refresh` while fetches fail.
     async fn refresh_now_and_next(&self) -> Duration {
         let wait = match self.refresh().await {
+            // Fetch again well before the set could go stale, so an outage
+            // shorter than half of max_stale is never seen by a token.
             Ok(()) => (**self.loaded.load())
                 .as_ref()
-                .map(|l| l.fresh_for)
+                .map(|l| l.fresh_for.min(self.settings.max_stale / 2))
                 .unwrap_or(self.settings.min_refresh),
             Err(_) => self.settings.min_refresh,
         };
@@ -356,6 +363,22 @@ impl crate::jwt::KeySource for RemoteKeys {
         &self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
         Box::pin(self.refresh_for_unknown_kid())
+    }
+
+    fn start(self: Arc<Self>) {
+        RemoteKeys::start(&self);
+    }
+
+    fn is_ready(&self) -> bool {
+        RemoteKeys::is_ready(self)
+    }
+
+    fn key_count(&self) -> Option<usize> {
+        RemoteKeys::key_count(self)
+    }
+
+    fn age(&self) -> Option<Duration> {
+        RemoteKeys::age(self)
     }
 }
 

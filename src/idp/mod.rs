@@ -10,5 +10,23 @@
 pub mod fetch;
 pub mod key_source;
 
+use std::sync::OnceLock;
+
+use prometheus::IntCounterVec;
+
 pub use fetch::{FetchError, FetchPolicy};
+
+/// `portcullis_jwks_fetch_total{issuer,result}`, set once by the server.
+static FETCHES: OnceLock<IntCounterVec> = OnceLock::new();
+
+/// Counts key fetches in `counter` from now on (the server calls this once).
+pub(crate) fn count_fetches_in(counter: IntCounterVec) {
+    let _ = FETCHES.set(counter);
+}
+
+fn count_fetch(issuer: &str, result: &str) {
+    if let Some(counter) = FETCHES.get() {
+        counter.with_label_values(&[issuer, result]).inc();
+    }
+}
 pub use key_source::{KeyLocation, KeySourceSettings, RemoteKeys, Unavailable};

@@ -129,6 +129,15 @@ pub trait KeySource: Send + Sync {
     /// A token named a `kid` the keys lack: fetch once if allowed (single
     /// flight, cooldown); true when the keys were fetched again.
     fn refetch_for_unknown_kid(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+    /// Starts keeping the keys fresh in the background (once; on the
+    /// current tokio runtime).
+    fn start(self: Arc<Self>);
+    /// Whether `/readyz` may count the issuer ready.
+    fn is_ready(&self) -> bool;
+    /// Keys in use (`None` before the first fetch).
+    fn key_count(&self) -> Option<usize>;
+    /// Age of the keys in use (`None` before the first fetch).
+    fn age(&self) -> Option<Duration>;
 }
 
 /// Where one issuer's keys come from.
@@ -240,13 +249,21 @@ impl Verifier {
     /// The gateway's own keys only (`jwt.keys`); `cache_entries`
     /// (`jwt.cache_entries`) sizes the token cache, 0 disables it.
     pub fn new(keys: KeySet, policy: VerifyPolicy, cache_entries: usize) -> Verifier {
-        Verifier::with_issuers(Some((keys, policy)), Vec::new(), cache_entries)
+        let max_token_size = policy.max_token_size;
+        Verifier::with_issuers(
+            Some((keys, policy)),
+            Vec::new(),
+            max_token_size,
+            cache_entries,
+        )
     }
 
-    /// The gateway's own keys (if any) and the `jwt.issuers`.
+    /// The gateway's own keys (if any) and the `jwt.issuers`; tokens longer
+    /// than `max_token_size` are refused before anything else.
     pub fn with_issuers(
         own_keys: Option<(KeySet, VerifyPolicy)>,
         specs: Vec<IssuerSpec>,
+        max_token_size: usize,
         cache_entries: usize,
     ) -> Verifier {
         let mut issuers = Vec::new();
@@ -257,10 +274,6 @@ impl Verifier {
             }
             issuers.push(Issuer::new(spec));
         }
-        let max_token_size = own_keys
-            .as_ref()
-            .map(|(_, p)| p.max_token_size)
-            .unwrap_or(crate::config::defaults::JWT_MAX_TOKEN_SIZE);
         let mut own = None;
         let mut own_policy = None;
         if let Some((keys, policy)) = own_keys {
@@ -357,6 +370,7 @@ impl Verifier {
         &self,
         token: &str,
     ) -> Result<(Arc<VerifiedToken>, bool), Rejection> {
+        // Only the rejections a refetch can cure cost more than a lookup.
         match self.verify(token) {
             Err(Rejection::UnknownKid | Rejection::KeysUnavailable) => {
                 let source = self.issuer_of(token).ok().and_then(|i| match &i.keys {

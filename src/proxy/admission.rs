@@ -62,6 +62,10 @@ impl Gateway {
         ctx.route = Some(idx);
         ctx.record_route();
 
+        // A fetched issuer's keys may lack a rotated kid: refetch (bounded
+        // by the issuer's cooldown) before the synchronous check.
+        self.refetch_issuer_keys(gen, idx, session.req_header())
+            .await;
         let decided = self
             .authenticate(gen, idx, session.req_header(), ctx)
             .and_then(|()| self.run_plugins(gen, idx, session.req_header(), host.as_deref(), ctx));

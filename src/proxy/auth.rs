@@ -12,6 +12,33 @@ use crate::logging::SPAN_TARGET;
 use crate::route::AuthMode;
 
 impl Gateway {
+    /// Before [`authenticate`](Self::authenticate), for issuers whose keys
+    /// are fetched: a token whose `kid` the keys lack (the issuer rotated),
+    /// or an issuer whose keys are not fetched yet, gets one refetch — single
+    /// flight, behind the issuer's cooldown — so the check that follows sees
+    /// the new keys. A no-op without fetched issuers; cheap for a cached token.
+    pub(super) async fn refetch_issuer_keys(
+        &self,
+        gen: &Generation,
+        route_idx: usize,
+        req: &RequestHeader,
+    ) {
+        let Some(verifier) = gen.verifier.as_ref() else {
+            return;
+        };
+        if verifier.key_sources().next().is_none()
+            || gen
+                .router
+                .get(route_idx)
+                .is_none_or(|r| r.auth == AuthMode::None)
+        {
+            return;
+        }
+        if let Some(token) = extract_token(&req.headers, gen.token_sources.cookie.as_deref()) {
+            let _ = verifier.verify_refetching(token).await;
+        }
+    }
+
     /// Auth step of `request_filter`: `Err(reply)` when the request must stop here.
     pub(super) fn authenticate(
         &self,
