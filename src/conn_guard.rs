@@ -21,11 +21,18 @@
 //! forwards every `IO` supertrait method, including the defaulted ones
 //! (socket digest for the client address, ALPN/SSL for TLS).
 //!
-//! Not covered here: a TLS handshake runs before pingora hands the stream to
-//! the app (`Service::run_endpoint`, under pingora's own 60 s timeout), so
-//! with TLS the cap counts and the head clock starts after the handshake.
-//! HTTP/2 connections (ALPN `h2`) are counted but not given deadlines: their
-//! requests are multiplexed, and the hooks cannot reach the stream.
+//! On the TLS listener the handshake runs here too ([`crate::tls::TlsEdge`]),
+//! once the connection has its slot and within `header_read_timeout`; the
+//! head clock starts after it.
+//!
+//! HTTP/2 connections — ALPN `h2`, or h2c, recognised by the client
+//! preface `PRI * HTTP/2.0` that pingora peeks for (the peek goes through
+//! the guard, so a client that sends nothing still meets the head
+//! deadline) — are counted but not given the HTTP/1 deadlines: their
+//! requests are multiplexed, the hooks cannot reach the stream, and bytes
+//! between requests are frames (pings, settings), not a request head.
+//! pingora closes an idle HTTP/2 connection after `keepalive_timeout`
+//! instead (`HttpServerOptions::h2_idle_timeout`, see `server`).
 
 use std::fmt;
 use std::future::Future;
@@ -52,6 +59,10 @@ use tokio::time::{Instant, Sleep};
 
 use crate::generation::ClientLimits;
 use crate::metrics::Metrics;
+use crate::tls::TlsEdge;
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long the `408` answer to a trickled head may take to leave before the
 /// connection is dropped without it (a client that does not read its socket
@@ -125,8 +136,9 @@ enum Phase {
     Responding,
     /// A deadline passed; every later read fails the same way.
     Expired(CloseReason),
-    /// Not guarded: an HTTP/2 connection (ALPN `h2`) multiplexes requests,
-    /// so per-request phases do not apply and the hooks cannot find it.
+    /// Not guarded: an HTTP/2 connection (ALPN `h2` or the h2c preface)
+    /// multiplexes requests, so per-request phases do not apply and the
+    /// hooks cannot find it.
     Unguarded,
 }
 
@@ -222,6 +234,8 @@ pub(crate) struct GuardedStream {
     /// The deadline `timer` is set to.
     armed: Option<Instant>,
     reply: Option<PendingReply>,
+    /// Bytes a peek read ahead, served again by the next reads.
+    replay: Vec<u8>,
 }
 
 impl GuardedStream {
@@ -245,6 +259,15 @@ impl GuardedStream {
             timer: Box::pin(tokio::time::sleep_until(now)),
             armed: None,
             reply: None,
+            replay: Vec::new(),
+        }
+    }
+
+    /// The connection turned out to speak HTTP/2: no more HTTP/1 deadlines.
+    fn unguard(&self) {
+        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        if !matches!(*phase, Phase::Expired(_)) {
+            *phase = Phase::Unguarded;
         }
     }
 
@@ -389,6 +412,12 @@ impl AsyncRead for GuardedStream {
         if this.reply.is_some() {
             return this.poll_reply(cx);
         }
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         let phase = this.phase();
         if let Phase::Expired(reason) = phase {
             return Poll::Ready(expired_read(reason));
@@ -498,10 +527,33 @@ impl GetSocketDigest for GuardedStream {
     }
 }
 
+/// pingora peeks for the h2c preface when `listeners.h2c` is on. The peek
+/// reads through the guard (the inner stream's own peek would wait without
+/// any deadline) and keeps the bytes for the reads that follow; the preface
+/// marks the connection as HTTP/2.
 #[async_trait]
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        use tokio::io::AsyncReadExt;
+        let mut read = 0;
+        while read < buf.len() {
+            match self.read(&mut buf[read..]).await {
+                Ok(0) => {
+                    self.replay = buf[..read].to_vec();
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                Ok(n) => read += n,
+                Err(e) => {
+                    self.replay = buf[..read].to_vec();
+                    return Err(e);
+                }
+            }
+        }
+        if buf.starts_with(H2_PREFACE) {
+            self.unguard();
+        }
+        self.replay = buf.to_vec();
+        Ok(true)
     }
 }
 
@@ -567,12 +619,15 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// A [`ServerApp`] that caps open client connections and guards each one
-/// with a [`GuardedStream`]; everything else is `A`'s.
+/// A [`ServerApp`] that caps open client connections, shakes hands on
+/// those of the TLS listener, and guards each one with a [`GuardedStream`];
+/// everything else is `A`'s.
 pub(crate) struct GuardedApp<A> {
     inner: Arc<A>,
     guard: Arc<ClientGuard>,
     open: AtomicUsize,
+    /// The TLS listener, when there is one: its connections are TLS.
+    tls: Option<Arc<TlsEdge>>,
 }
 
 impl<A> GuardedApp<A> {
@@ -582,7 +637,14 @@ impl<A> GuardedApp<A> {
             inner,
             guard,
             open: AtomicUsize::new(0),
+            tls: None,
         }
+    }
+
+    /// Connections accepted on `edge`'s listener shake hands first.
+    pub(crate) fn with_tls(mut self, edge: Arc<TlsEdge>) -> GuardedApp<A> {
+        self.tls = Some(edge);
+        self
     }
 
     /// Client connections open right now.
@@ -629,6 +691,13 @@ where
         let stream: Stream = if (*stream).as_any().is::<GuardedStream>() {
             stream
         } else {
+            let stream = match &self.tls {
+                Some(edge) if edge.serves(&stream) => {
+                    edge.accept(stream, self.guard.limits.header_read_timeout)
+                        .await?
+                }
+                _ => stream,
+            };
             Box::new(GuardedStream::new(stream, self.guard.clone()))
         };
         self.inner.process_new(stream, shutdown).await

@@ -194,7 +194,10 @@ pub(crate) fn request_started(session: &mut Session) {
 /// An upstream answer is about to go out: a request that started before
 /// the drain began still closes its connection after this answer.
 pub(crate) fn answer_starting(session: &mut Session) {
-    if PROCESS.get().is_some_and(|lifecycle| lifecycle.is_draining()) {
+    if PROCESS
+        .get()
+        .is_some_and(|lifecycle| lifecycle.is_draining())
+    {
         session.set_keepalive(None);
     }
 }

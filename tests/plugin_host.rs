@@ -106,6 +106,7 @@ impl Req {
             query: self.query,
             host: self.host,
             headers: &self.headers,
+            client_cert: None,
         }
     }
 }

@@ -44,7 +44,8 @@ pub(super) fn pick_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     Ok(peer)
 }
 
-/// Host without port, lower-cased; from the Host header or the URI authority.
+/// Host without port, lower-cased; from the Host header or the URI authority
+/// (an HTTP/2 request's `:authority`).
 pub(super) fn request_host(req: &RequestHeader) -> Option<String> {
     let raw = req
         .headers
@@ -120,9 +121,16 @@ pub(super) fn prepare_upstream_request(
     upstream.insert_header(gen.headers.request_id.clone(), ctx.request_id.as_str())?;
     let client_ip = crate::session::request::client_ip(session).unwrap_or_else(|| "unknown".into());
     upstream.insert_header("x-forwarded-for", client_ip)?;
-    upstream.insert_header("x-forwarded-proto", "http")?;
-    if let Some(host) = session.req_header().headers.get(http::header::HOST) {
-        upstream.insert_header("x-forwarded-host", host.clone())?;
+    upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+    let client_req = session.req_header();
+    match client_req.headers.get(http::header::HOST) {
+        Some(host) => upstream.insert_header("x-forwarded-host", host.clone())?,
+        // HTTP/2 carries the host in `:authority`, which pingora keeps in the URI.
+        None => {
+            if let Some(authority) = client_req.uri.authority() {
+                upstream.insert_header("x-forwarded-host", authority.as_str())?;
+            }
+        }
     }
     match &gen.upstreams[route.upstream].host {
         UpstreamHost::Fixed(host) => upstream.insert_header(http::header::HOST, host.clone())?,
