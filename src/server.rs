@@ -175,6 +175,7 @@ pub(crate) fn run(config_path: PathBuf, first: Generation, start: Start) -> ! {
             std::process::exit(1);
         }
     }
+    crate::tls::install_crypto_provider();
     let listeners = first.listeners.clone();
     let state = Arc::new(ArcSwap::from_pointee(first));
     let metrics = Arc::new(Metrics::new());

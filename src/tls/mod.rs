@@ -41,6 +41,14 @@ use client_auth::{ClientCertificateRecorder, LiveClientVerifier};
 use expiry::CertificateExpiry;
 use handshake::{HandshakeCounters, LiveCertificates};
 
+/// Makes aws-lc-rs the process's rustls provider, before pingora would
+/// install its own (ring) default when it builds a TLS config: handshakes
+/// and the keys loaded by `certificate` then use one library. The first
+/// install wins; calling this again does nothing.
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// What the TLS listener serves, compiled from `listeners.tls` and swapped
 /// whole on reload.
 #[derive(Debug, Clone)]
@@ -69,10 +77,7 @@ impl TlsEdge {
         first: Arc<TlsMaterial>,
         metrics: &Metrics,
     ) -> Result<TlsEdge, String> {
-        // One provider for the whole process, installed before pingora
-        // would install its own (ring) default: the handshakes and the
-        // keys loaded by `certificate` use aws-lc-rs.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        install_crypto_provider();
         let material = Arc::new(ArcSwap::new(first));
         let mut settings = TlsSettings::with_callbacks(Box::new(ClientCertificateRecorder))
             .map_err(|e| format!("TLS settings: {e}"))?;

@@ -206,7 +206,11 @@ pub(super) fn compile_route(
         case_sensitive,
         login: None,
         client_cert: ClientCertRules {
-            required: r.require_client_cert.as_ref().is_some_and(|b| b.value),
+            required: r
+                .require_client_cert
+                .as_ref()
+                .map(|b| b.value)
+                .unwrap_or(defaults::REQUIRE_CLIENT_CERT),
             requirements: cert_requirements,
         },
     })
