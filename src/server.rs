@@ -272,7 +272,8 @@ pub(crate) fn run(config_path: PathBuf, first: Generation, start: Start) -> ! {
     let gateway = Gateway::new(state.clone(), metrics.clone(), sessions.clone());
     // Slow and broken clients: whole-phase read deadlines and a connection cap
     // around pingora's proxy app (see `conn_guard`).
-    let client_guard = Arc::new(ClientGuard::new(listeners.client.clone(), &metrics));
+    let client_guard =
+        Arc::new(ClientGuard::new(listeners.client.clone(), &metrics).with_h2c(listeners.h2c));
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = listeners.h2c;

@@ -640,7 +640,7 @@ fn optional_client_certificates_let_routes_decide_and_reach_the_plugin() {
 }
 
 #[test]
-fn a_silent_tls_client_is_closed_at_the_header_read_timeout() {
+fn a_silent_tls_client_is_closed_at_the_header_read_timeout_before_and_after_the_handshake() {
     let files = Files::new();
     let ca = Ca::new("Edge CA");
     let (cert, key) = files.pair(&ca.server(&["localhost"]), "server");
@@ -662,6 +662,32 @@ fn a_silent_tls_client_is_closed_at_the_header_read_timeout() {
     wait_until("the timeout to be counted", Duration::from_secs(10), || {
         edge.handshakes("timeout", "unknown") == 1.0
     });
+
+    // Handshake done with ALPN h2, then no HTTP/2 preface: the same deadline.
+    let mut config = (*client_config(&ca.pem, None)).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let mut quiet = tls_connect(edge.tls_port, "localhost", Arc::new(config));
+    assert_eq!(quiet.conn.alpn_protocol(), Some(&b"h2"[..]));
+    let started = std::time::Instant::now();
+    // The server's SETTINGS frame may come first; then the connection ends.
+    loop {
+        match quiet.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => assert!(started.elapsed() < Duration::from_secs(10)),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    wait_until(
+        "the head timeout to be counted",
+        Duration::from_secs(10),
+        || {
+            metric(
+                &edge.gw.metrics(),
+                "portcullis_client_closes_total",
+                r#"reason="head_timeout""#,
+            ) == 1.0
+        },
+    );
 }
 
 #[test]
@@ -963,6 +989,28 @@ fn check_reports_a_key_that_is_not_the_certificates_and_an_expired_certificate_w
             .any(|l| l.starts_with("warning: ") && l.contains(&wanted)),
         "expected a warning `{wanted}` in:\n{text}"
     );
+
+    // Client-certificate rules need a client CA; the TLS port is not the plain one.
+    std::fs::write(
+        files.path("rules.yaml"),
+        format!(
+            "listeners:\n  proxy: \"127.0.0.1:8080\"\n  tls:\n    listen: \"127.0.0.1:8080\"\n    cert_file: {soon}\n    key_file: {soon_key}\nupstreams:\n  main:\n    targets: [\"127.0.0.1:3000\"]\nroutes:\n  - name: pinned\n    match: {{ path_prefix: / }}\n    upstream: main\n    auth: none\n    require_client_cert: true\n    require:\n      - {{ client_cert: sha256, claim: sub, equals: x }}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "-c", &display(&files.path("rules.yaml"))])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for wanted in [
+        "rules.yaml:4:13: listeners.tls.listen 127.0.0.1:8080 uses port 8080 like listeners.proxy",
+        "rules.yaml:17:9: route `pinned`: a requirement names exactly one of `claim` (a token claim) or `client_cert`",
+        "rules.yaml:11:11: route `pinned` asks for a client certificate (`require_client_cert` or a `client_cert` requirement), but `listeners.tls.client_auth` is not configured",
+    ] {
+        assert!(text.contains(wanted), "expected `{wanted}` in:\n{text}");
+    }
 
     // Unreadable files are named where they are written.
     let (ok, text) = check(
