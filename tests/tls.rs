@@ -275,13 +275,45 @@ fn https_serves_http1_and_http2_beside_the_plain_listener_and_checks_tokens_on_b
     let ca = Ca::new("Edge CA");
     let (cert, key) = files.pair(&ca.server(&["localhost"]), "server");
     let ca_file = files.ca(&ca, "ca");
+    let hosted = "  - name: hosted\n    match: { host: localhost, path_prefix: /hosted }\n    upstream: main\n    auth: none\n";
     let edge = start(
         &format!("    cert_file: {cert}\n    key_file: {key}\n"),
         "",
         "",
-        ROUTES,
+        &format!("{hosted}{ROUTES}"),
     );
     let bearer = format!("Authorization: Bearer {}", token("alice"));
+    // HTTP/2 names the host in `:authority` only: routing by host, the
+    // forwarded host and a rewritten (canonical) path all keep it.
+    let h2 = curl(&[
+        "--http2",
+        "--cacert",
+        &ca_file,
+        &edge.url("localhost", "/hosted//a/./b?q=1"),
+    ]);
+    assert_eq!((h2.status, h2.version.as_str()), (200, "2"), "{h2:?}");
+    let echo: Value = serde_json::from_str(&h2.body).unwrap();
+    assert_eq!(echo["path"], "/hosted/a/b");
+    assert_eq!(echo["query"], "q=1");
+    assert_eq!(
+        echo["headers"]["host"],
+        format!("localhost:{}", edge.tls_port)
+    );
+    assert_eq!(
+        echo["headers"]["x-forwarded-host"],
+        format!("localhost:{}", edge.tls_port)
+    );
+    let elsewhere = curl(&[
+        "--http2",
+        "--cacert",
+        &ca_file,
+        "--resolve",
+        &edge.resolve("localhost"),
+        "-H",
+        "Host: other.test",
+        &edge.url("localhost", "/hosted/x"),
+    ]);
+    assert_eq!(elsewhere.status, 404, "{elsewhere:?}");
     for version in ["--http1.1", "--http2"] {
         let want = if version == "--http2" { "2" } else { "1.1" };
         let missing = curl(&[
