@@ -49,7 +49,7 @@ pub(super) struct HandshakeCounters {
     ok_tls12: IntCounter,
     ok_tls13: IntCounter,
     ok_other: IntCounter,
-    metrics_of_failures: Vec<(&'static str, IntCounter)>,
+    failures: Vec<(&'static str, IntCounter)>,
 }
 
 impl HandshakeCounters {
@@ -62,7 +62,7 @@ impl HandshakeCounters {
             ok_tls12: counter("ok", TLS_VERSIONS[0]),
             ok_tls13: counter("ok", TLS_VERSIONS[1]),
             ok_other: counter("ok", UNKNOWN_VERSION),
-            metrics_of_failures: TLS_HANDSHAKE_FAILURES
+            failures: TLS_HANDSHAKE_FAILURES
                 .iter()
                 .map(|result| (*result, counter(result, UNKNOWN_VERSION)))
                 .collect(),
@@ -81,7 +81,7 @@ impl HandshakeCounters {
 
     /// A failed handshake, by one of [`TLS_HANDSHAKE_FAILURES`].
     pub(super) fn failed(&self, result: &str) {
-        if let Some((_, counter)) = self.metrics_of_failures.iter().find(|(r, _)| *r == result) {
+        if let Some((_, counter)) = self.failures.iter().find(|(r, _)| *r == result) {
             counter.inc();
         }
     }
