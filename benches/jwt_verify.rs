@@ -115,6 +115,7 @@ fn route_match(c: &mut Criterion) {
             case_sensitive: false,
             plugins: Default::default(),
             login: None,
+            client_cert: Default::default(),
         })
         .collect();
     let router = Router::new(routes);

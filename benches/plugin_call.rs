@@ -97,6 +97,7 @@ fn bench(c: &mut Criterion) {
         query: "expand=items",
         host: "api.example.com",
         headers: &headers,
+        client_cert: None,
     };
 
     let reused = claims_to_headers(&host, Isolation::Reused);

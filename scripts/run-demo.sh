@@ -4,12 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=target/release
+BIN=${PORTCULLIS_BIN_DIR:-target/release}
 CONFIG=${PORTCULLIS_CONFIG:-config/portcullis.yaml}
 PROXY=${PORTCULLIS_LISTEN:-127.0.0.1:8080}
+TLS=${PORTCULLIS_TLS_LISTEN:-127.0.0.1:8443}
 ADMIN=${PORTCULLIS_ADMIN_LISTEN:-127.0.0.1:9090}
 BACKEND=${DEMO_BACKEND:-127.0.0.1:3000}
-export PORTCULLIS_LISTEN=$PROXY PORTCULLIS_ADMIN_LISTEN=$ADMIN DEMO_BACKEND=$BACKEND
+export PORTCULLIS_LISTEN=$PROXY PORTCULLIS_TLS_LISTEN=$TLS PORTCULLIS_ADMIN_LISTEN=$ADMIN DEMO_BACKEND=$BACKEND
+# The certificate is for localhost (and 127.0.0.1): address the TLS port by that name.
+HTTPS="https://localhost:${TLS##*:}"
+
+# A development CA and a localhost certificate in data/tls/ (first run only).
+bash scripts/dev-tls.sh
 
 "$BIN/portcullis" check -c "$CONFIG"
 
@@ -30,7 +36,7 @@ ADMIN_TOKEN=$("$BIN/portcullis" token mint -c "$CONFIG" --sub u-1 --claim role=a
 USER_TOKEN=$("$BIN/portcullis" token mint -c "$CONFIG" --sub u-2 --claim role=patient)
 cat <<MSG
 
-Portcullis is up: proxy http://$PROXY, admin http://$ADMIN, demo backend http://$BACKEND
+Portcullis is up: proxy http://$PROXY and $HTTPS (TLS), admin http://$ADMIN, demo backend http://$BACKEND
 Paste these into another terminal:
 
   # no token -> 401 JSON with WWW-Authenticate
@@ -39,6 +45,9 @@ Paste these into another terminal:
   # a dev token (minted by: $BIN/portcullis token mint -c $CONFIG --sub u-2 --claim role=patient)
   TOKEN=$USER_TOKEN
   curl -s http://$PROXY/api/profile -H "Authorization: Bearer \$TOKEN"    # backend echoes x-user-id: u-2
+
+  # the same over TLS and HTTP/2 (the demo's certificate is signed by the dev CA in data/tls/)
+  curl -s --http2 --cacert data/tls/ca.crt $HTTPS/api/profile -H "Authorization: Bearer \$TOKEN" -w '\nHTTP/%{http_version}\n'
 
   # a client cannot spoof identity: the gateway strips X-User-Id and sets the verified one
   curl -s http://$PROXY/api/profile -H "Authorization: Bearer \$TOKEN" -H "X-User-Id: u-1"
@@ -61,7 +70,7 @@ Paste these into another terminal:
 
   # metrics, health, reload
   curl -s http://$ADMIN/metrics | grep '^portcullis_'
-  kill -HUP $gateway_pid    # re-reads $CONFIG; an invalid file is rejected and the old one kept
+  kill -HUP $gateway_pid    # re-reads $CONFIG and the TLS certificates; an invalid file is rejected and the old one kept
 
 Ctrl-C stops both.
 MSG

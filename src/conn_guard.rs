@@ -21,11 +21,20 @@
 //! forwards every `IO` supertrait method, including the defaulted ones
 //! (socket digest for the client address, ALPN/SSL for TLS).
 //!
-//! Not covered here: a TLS handshake runs before pingora hands the stream to
-//! the app (`Service::run_endpoint`, under pingora's own 60 s timeout), so
-//! with TLS the cap counts and the head clock starts after the handshake.
-//! HTTP/2 connections (ALPN `h2`) are counted but not given deadlines: their
-//! requests are multiplexed, and the hooks cannot reach the stream.
+//! On the TLS listener the handshake runs here too ([`crate::tls::TlsEdge`]),
+//! once the connection has its slot and within `header_read_timeout`; the
+//! head clock starts after it.
+//!
+//! HTTP/2 connections (ALPN `h2`, or h2c with `listeners.h2c`) must send
+//! the client preface `PRI * HTTP/2.0…` within `header_read_timeout` like a
+//! request head; once it is complete the connection is counted but no
+//! longer given the HTTP/1 deadlines: its requests are multiplexed, the
+//! hooks cannot reach the stream, and bytes between requests are frames
+//! (pings, settings), not a request head. pingora closes an idle HTTP/2
+//! connection after `keepalive_timeout` instead
+//! (`HttpServerOptions::h2_idle_timeout`, see `server`). pingora peeks for
+//! the h2c preface; the peek reads through the guard, so a client that
+//! sends nothing still meets the head deadline.
 
 use std::fmt;
 use std::future::Future;
@@ -52,6 +61,10 @@ use tokio::time::{Instant, Sleep};
 
 use crate::generation::ClientLimits;
 use crate::metrics::Metrics;
+use crate::tls::TlsEdge;
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long the `408` answer to a trickled head may take to leave before the
 /// connection is dropped without it (a client that does not read its socket
@@ -125,8 +138,9 @@ enum Phase {
     Responding,
     /// A deadline passed; every later read fails the same way.
     Expired(CloseReason),
-    /// Not guarded: an HTTP/2 connection (ALPN `h2`) multiplexes requests,
-    /// so per-request phases do not apply and the hooks cannot find it.
+    /// Not guarded: an HTTP/2 connection (ALPN `h2` or the h2c preface)
+    /// multiplexes requests, so per-request phases do not apply and the
+    /// hooks cannot find it.
     Unguarded,
 }
 
@@ -154,6 +168,8 @@ impl Phase {
 /// The limits and close counters every connection of the proxy listener shares.
 pub(crate) struct ClientGuard {
     limits: ClientLimits,
+    /// `listeners.h2c`: a plain connection may open with the HTTP/2 preface.
+    h2c: bool,
     head_timeouts: IntCounter,
     body_timeouts: IntCounter,
     idle_timeouts: IntCounter,
@@ -168,12 +184,19 @@ impl ClientGuard {
             |reason: CloseReason| metrics.client_closes.with_label_values(&[reason.as_str()]);
         ClientGuard {
             limits,
+            h2c: false,
             head_timeouts: closes(CloseReason::HeadTimeout),
             body_timeouts: closes(CloseReason::BodyTimeout),
             idle_timeouts: closes(CloseReason::IdleTimeout),
             refusals: closes(CloseReason::MaxConnections),
             open_gauge: metrics.client_connections.clone(),
         }
+    }
+
+    /// Plain connections may speak HTTP/2 with prior knowledge (`listeners.h2c`).
+    pub(crate) fn with_h2c(mut self, h2c: bool) -> ClientGuard {
+        self.h2c = h2c;
+        self
     }
 
     fn count(&self, reason: CloseReason) {
@@ -222,21 +245,28 @@ pub(crate) struct GuardedStream {
     /// The deadline `timer` is set to.
     armed: Option<Instant>,
     reply: Option<PendingReply>,
+    /// Bytes a peek read ahead, served again by the next reads.
+    replay: Vec<u8>,
+    /// While the connection may still turn out to be HTTP/2: how many bytes
+    /// of the client preface have arrived so far.
+    preface: Option<usize>,
+    /// ALPN chose `h2`: a timed-out preface gets no HTTP/1 408.
+    alpn_h2: bool,
 }
 
 impl GuardedStream {
-    /// Wraps a freshly accepted stream: its head must arrive within
-    /// `header_read_timeout` of now. HTTP/2 streams (ALPN `h2`) are passed
-    /// through unguarded.
+    /// Wraps a freshly accepted stream: its head (or HTTP/2 preface) must
+    /// arrive within `header_read_timeout` of now.
     pub(crate) fn new(inner: Stream, guard: Arc<ClientGuard>) -> GuardedStream {
         let now = Instant::now();
-        let phase = if matches!(inner.selected_alpn_proto(), Some(ALPN::H2)) {
-            Phase::Unguarded
-        } else {
-            Phase::Head {
-                deadline: now + guard.limits.header_read_timeout,
-                started: false,
-            }
+        let alpn_h2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
+        let tls = inner.get_ssl_digest().is_some();
+        // pingora speaks HTTP/2 on ALPN h2, and on a plain connection that
+        // starts with the preface when h2c is on; HTTP/1 otherwise.
+        let preface = (alpn_h2 || (guard.h2c && !tls)).then_some(0);
+        let phase = Phase::Head {
+            deadline: now + guard.limits.header_read_timeout,
+            started: false,
         };
         GuardedStream {
             inner,
@@ -245,6 +275,36 @@ impl GuardedStream {
             timer: Box::pin(tokio::time::sleep_until(now)),
             armed: None,
             reply: None,
+            replay: Vec::new(),
+            preface,
+            alpn_h2,
+        }
+    }
+
+    /// Follows the HTTP/2 client preface through the first bytes read: once
+    /// complete, the connection is HTTP/2 and leaves the HTTP/1 deadlines;
+    /// any other byte makes it HTTP/1 for good.
+    fn watch_preface(&mut self, read: &[u8]) {
+        let Some(matched) = self.preface else {
+            return;
+        };
+        let want = &H2_PREFACE[matched..];
+        let n = want.len().min(read.len());
+        if read[..n] != want[..n] {
+            self.preface = None;
+        } else if matched + n == H2_PREFACE.len() {
+            self.preface = None;
+            self.unguard();
+        } else {
+            self.preface = Some(matched + n);
+        }
+    }
+
+    /// The connection turned out to speak HTTP/2: no more HTTP/1 deadlines.
+    fn unguard(&self) {
+        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        if !matches!(*phase, Phase::Expired(_)) {
+            *phase = Phase::Unguarded;
         }
     }
 
@@ -326,7 +386,8 @@ impl GuardedStream {
         *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = Phase::Expired(reason);
         self.guard.count(reason);
         tracing::debug!(reason = reason.as_str(), "closing a slow client connection");
-        if let Phase::Head { started: true, .. } = phase {
+        // An HTTP/2 client (ALPN h2) would not read an HTTP/1 answer.
+        if let (Phase::Head { started: true, .. }, false) = (phase, self.alpn_h2) {
             self.reply = Some(PendingReply {
                 bytes: head_timeout_reply(),
                 sent: 0,
@@ -389,6 +450,12 @@ impl AsyncRead for GuardedStream {
         if this.reply.is_some() {
             return this.poll_reply(cx);
         }
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         let phase = this.phase();
         if let Phase::Expired(reason) = phase {
             return Poll::Ready(expired_read(reason));
@@ -402,6 +469,7 @@ impl AsyncRead for GuardedStream {
         let result = ready!(Pin::new(&mut this.inner).poll_read(cx, buf));
         if result.is_ok() && buf.filled().len() > before {
             this.bytes_arrived();
+            this.watch_preface(&buf.filled()[before..]);
         }
         Poll::Ready(result)
     }
@@ -498,10 +566,30 @@ impl GetSocketDigest for GuardedStream {
     }
 }
 
+/// pingora peeks for the h2c preface when `listeners.h2c` is on. The peek
+/// reads through the guard (the inner stream's own peek would wait without
+/// any deadline, and the reads follow the preface) and keeps the bytes for
+/// the reads that follow.
 #[async_trait]
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        use tokio::io::AsyncReadExt;
+        let mut read = 0;
+        while read < buf.len() {
+            match self.read(&mut buf[read..]).await {
+                Ok(0) => {
+                    self.replay = buf[..read].to_vec();
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                Ok(n) => read += n,
+                Err(e) => {
+                    self.replay = buf[..read].to_vec();
+                    return Err(e);
+                }
+            }
+        }
+        self.replay = buf.to_vec();
+        Ok(true)
     }
 }
 
@@ -567,12 +655,15 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// A [`ServerApp`] that caps open client connections and guards each one
-/// with a [`GuardedStream`]; everything else is `A`'s.
+/// A [`ServerApp`] that caps open client connections, shakes hands on
+/// those of the TLS listener, and guards each one with a [`GuardedStream`];
+/// everything else is `A`'s.
 pub(crate) struct GuardedApp<A> {
     inner: Arc<A>,
     guard: Arc<ClientGuard>,
     open: AtomicUsize,
+    /// The TLS listener, when there is one: its connections are TLS.
+    tls: Option<Arc<TlsEdge>>,
 }
 
 impl<A> GuardedApp<A> {
@@ -582,7 +673,14 @@ impl<A> GuardedApp<A> {
             inner,
             guard,
             open: AtomicUsize::new(0),
+            tls: None,
         }
+    }
+
+    /// Connections accepted on `edge`'s listener shake hands first.
+    pub(crate) fn with_tls(mut self, edge: Arc<TlsEdge>) -> GuardedApp<A> {
+        self.tls = Some(edge);
+        self
     }
 
     /// Client connections open right now.
@@ -629,6 +727,13 @@ where
         let stream: Stream = if (*stream).as_any().is::<GuardedStream>() {
             stream
         } else {
+            let stream = match &self.tls {
+                Some(edge) if edge.serves(&stream) => {
+                    edge.accept(stream, self.guard.limits.header_read_timeout)
+                        .await?
+                }
+                _ => stream,
+            };
             Box::new(GuardedStream::new(stream, self.guard.clone()))
         };
         self.inner.process_new(stream, shutdown).await
@@ -658,6 +763,61 @@ mod tests {
         let guard = Arc::new(ClientGuard::new(limits(ms), &metrics));
         let (client, server) = tokio::io::duplex(4096);
         (metrics, GuardedStream::new(Box::new(server), guard), client)
+    }
+
+    /// A guarded stream on a plain listener with `listeners.h2c` on.
+    fn h2c_pair(ms: u64) -> (Arc<Metrics>, GuardedStream, DuplexStream) {
+        let metrics = Arc::new(Metrics::new());
+        let guard = Arc::new(ClientGuard::new(limits(ms), &metrics).with_h2c(true));
+        let (client, server) = tokio::io::duplex(4096);
+        (metrics, GuardedStream::new(Box::new(server), guard), client)
+    }
+
+    #[tokio::test]
+    async fn the_http2_preface_ends_the_http1_deadlines() {
+        let (metrics, mut stream, mut client) = h2c_pair(100);
+        client.write_all(&H2_PREFACE[..10]).await.unwrap();
+        let mut first = [0u8; 10];
+        stream.read_exact(&mut first).await.unwrap();
+        assert!(matches!(stream.phase(), Phase::Head { .. }));
+        client.write_all(&H2_PREFACE[10..]).await.unwrap();
+        let mut rest = [0u8; 14];
+        stream.read_exact(&mut rest).await.unwrap();
+        assert_eq!(stream.phase(), Phase::Unguarded);
+        // Past every deadline, a read simply waits for the next frame.
+        let mut one = [0u8; 1];
+        let wait = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut one));
+        assert!(wait.await.is_err(), "the read must still be pending");
+        assert_eq!(closes(&metrics, CloseReason::HeadTimeout), 0);
+    }
+
+    #[tokio::test]
+    async fn an_http1_head_on_an_h2c_listener_keeps_its_deadlines() {
+        let (metrics, mut stream, mut client) = h2c_pair(150);
+        client.write_all(b"PUT / HT").await.unwrap();
+        let err = read_to_end(&mut stream).await.unwrap_err();
+        assert_eq!(deadline_reason(&err), Some(CloseReason::HeadTimeout));
+        assert_eq!(closes(&metrics, CloseReason::HeadTimeout), 1);
+    }
+
+    #[tokio::test]
+    async fn a_peek_meets_the_head_deadline_and_replays_what_it_read() {
+        let (_metrics, mut silent, _client) = h2c_pair(100);
+        let mut buf = [0u8; 24];
+        let err = silent.try_peek(&mut buf).await.unwrap_err();
+        assert_eq!(deadline_reason(&err), Some(CloseReason::HeadTimeout));
+
+        let (_metrics, mut stream, mut client) = h2c_pair(60_000);
+        client.write_all(H2_PREFACE).await.unwrap();
+        client.write_all(b"frames").await.unwrap();
+        let mut peeked = [0u8; 24];
+        assert!(stream.try_peek(&mut peeked).await.unwrap());
+        assert_eq!(&peeked[..], H2_PREFACE);
+        assert_eq!(stream.phase(), Phase::Unguarded);
+        let mut again = [0u8; 30];
+        stream.read_exact(&mut again).await.unwrap();
+        assert_eq!(&again[..24], H2_PREFACE);
+        assert_eq!(&again[24..], b"frames");
     }
 
     fn closes(metrics: &Metrics, reason: CloseReason) -> u64 {

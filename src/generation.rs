@@ -17,6 +17,8 @@ use crate::upstream::Upstream;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listeners {
     pub proxy: SocketAddr,
+    /// `listeners.tls.listen`: the TLS listener, when there is one.
+    pub tls: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub threads: usize,
     /// After the drain window, how long in-flight requests may take before they are cut.
@@ -70,6 +72,9 @@ pub struct Generation {
     pub jwks: Option<serde_json::Value>,
     /// How requests are read: canonical paths, header folding.
     pub read: ReadPolicy,
+    /// The TLS listener's certificates and client CA (`listeners.tls`);
+    /// reloaded with the rest, while its address is fixed like the others.
+    pub(crate) tls: Option<Arc<crate::tls::TlsMaterial>>,
     /// What `portcullis check` warns about; logged at start and on reload.
     pub warnings: Vec<String>,
 }

@@ -32,4 +32,5 @@ pub mod revoked;
 pub mod route;
 pub(crate) mod server;
 pub mod session;
+pub(crate) mod tls;
 pub(crate) mod upstream;

@@ -67,6 +67,22 @@ pub(crate) const REFUSAL_REASONS: [&str; 15] = [
 /// its read timeout, or the read failed otherwise (e.g. a reset).
 pub(crate) const UPSTREAM_ABORT_REASONS: [&str; 3] = ["closed", "timeout", "error"];
 
+/// Protocol versions of completed TLS handshakes (`tls_handshakes_total{version}`).
+pub(crate) const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
+
+/// Results of failed TLS handshakes (`tls_handshakes_total{result}`, with
+/// `version="unknown"`): see `tls::handshake`.
+pub(crate) const TLS_HANDSHAKE_FAILURES: [&str; 5] = [
+    "timeout",
+    "client_certificate",
+    "certificate_refused",
+    "incompatible",
+    "error",
+];
+
+/// HTTP versions of `requests_by_version_total{version}`.
+pub(crate) const HTTP_VERSIONS: [&str; 3] = ["1.0", "1.1", "2"];
+
 /// All metrics the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -91,6 +107,10 @@ pub struct Metrics {
     pub upstream_aborts: IntCounterVec,
     /// Fetched issuer keys (`jwt.issuers`).
     pub jwks: JwksMetrics,
+    /// TLS handshakes on the client listener, by result and protocol version.
+    pub tls_handshakes: IntCounterVec,
+    /// Proxy requests by HTTP version and scheme (`http`, `https`).
+    pub requests_by_version: IntCounterVec,
     /// The session-store breaker's state and fast failures.
     pub session_store: SessionStoreMetrics,
 }
@@ -258,6 +278,22 @@ impl Metrics {
         )
         .expect("static metric definition");
         let jwks = JwksMetrics::register(&registry);
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new(
+                "tls_handshakes_total",
+                "TLS handshakes on the client listener by result (ok, timeout, client_certificate, certificate_refused, incompatible, error) and protocol version (TLSv1.2, TLSv1.3; unknown when it failed)",
+            ),
+            &["result", "version"],
+        )
+        .expect("static metric definition");
+        let requests_by_version = IntCounterVec::new(
+            Opts::new(
+                "requests_by_version_total",
+                "Proxy requests by HTTP version (1.0, 1.1, 2) and scheme (http, https)",
+            ),
+            &["version", "scheme"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -278,6 +314,8 @@ impl Metrics {
             Box::new(client_closes.clone()),
             Box::new(request_refusals.clone()),
             Box::new(upstream_aborts.clone()),
+            Box::new(tls_handshakes.clone()),
+            Box::new(requests_by_version.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -303,6 +341,11 @@ impl Metrics {
         for reason in REVOKE_REASONS {
             sessions_revoked.with_label_values(&[reason]);
         }
+        for version in HTTP_VERSIONS {
+            for scheme in ["http", "https"] {
+                requests_by_version.with_label_values(&[version, scheme]);
+            }
+        }
         let session_store = SessionStoreMetrics::register(&registry);
         Metrics {
             registry,
@@ -326,8 +369,19 @@ impl Metrics {
             request_refusals,
             upstream_aborts,
             jwks,
+            tls_handshakes,
+            requests_by_version,
             session_store,
         }
+    }
+
+    /// Adds a collector that computes its values at scrape time (the
+    /// certificate-expiry gauge).
+    pub(crate) fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> prometheus::Result<()> {
+        self.registry.register(collector)
     }
 
     /// The Prometheus text exposition of every metric.

@@ -189,6 +189,7 @@ fn run<W: Write>(args: TestArgs, report: &mut Report<W>) -> Result<ExitCode, Str
         query: &query,
         host: &args.host,
         headers: &headers,
+        client_cert: None,
     };
     let host = PluginHost::new().map_err(|e| e.to_string())?;
     let run = run_once(&host, spec.clone(), &claims_json, &meta).map_err(|e| e.to_string())?;

@@ -134,6 +134,66 @@ impl Requirement {
     }
 }
 
+/// A field of the verified client certificate a requirement tests
+/// (`require[].client_cert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertField {
+    /// The SHA-256 thumbprint, base64url without padding (RFC 8705 `x5t#S256`).
+    Sha256,
+    /// The subject distinguished name as text, e.g. `CN=alice, O=Example`.
+    Subject,
+}
+
+impl CertField {
+    /// The field's name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertField::Sha256 => "sha256",
+            CertField::Subject => "subject",
+        }
+    }
+}
+
+/// A requirement on the verified client certificate (else 403).
+#[derive(Debug, Clone)]
+pub struct CertRequirement {
+    /// Which field of the certificate.
+    pub field: CertField,
+    /// What its value must be (compared as a JSON string).
+    pub rule: Rule,
+}
+
+impl CertRequirement {
+    /// Whether the certificate field `value` passes; no certificate
+    /// (`None`) never does.
+    pub fn holds(&self, value: Option<&str>) -> bool {
+        let Some(value) = value else {
+            return false;
+        };
+        match &self.rule {
+            Rule::Equals(want) => want.as_str() == Some(value),
+            Rule::OneOf(allowed) => allowed.iter().any(|a| a.as_str() == Some(value)),
+        }
+    }
+}
+
+/// What a route asks of the client certificate (mTLS).
+#[derive(Debug, Clone, Default)]
+pub struct ClientCertRules {
+    /// `require_client_cert`: no verified certificate answers 403.
+    pub required: bool,
+    /// `require[].client_cert`: tests on the certificate's fields.
+    pub requirements: Vec<CertRequirement>,
+}
+
+impl ClientCertRules {
+    /// Whether the route looks at client certificates at all.
+    pub fn is_empty(&self) -> bool {
+        !self.required && self.requirements.is_empty()
+    }
+}
+
 /// One compiled route.
 #[derive(Debug)]
 pub struct Route {
@@ -166,6 +226,8 @@ pub struct Route {
     pub plugins: PluginChain,
     /// Login interception: open a session from the upstream's 2xx answer.
     pub login: Option<Arc<crate::session::LoginCapture>>,
+    /// Client-certificate requirements (`require_client_cert`, `require[].client_cert`).
+    pub client_cert: ClientCertRules,
 }
 
 impl Route {
@@ -305,6 +367,23 @@ mod tests {
     }
 
     #[test]
+    fn client_certificate_requirements_need_a_certificate_with_the_value() {
+        let pinned = CertRequirement {
+            field: CertField::Sha256,
+            rule: Rule::OneOf(vec![json!("abc"), json!("def")]),
+        };
+        assert!(pinned.holds(Some("def")));
+        assert!(!pinned.holds(Some("xyz")));
+        assert!(!pinned.holds(None));
+        let subject = CertRequirement {
+            field: CertField::Subject,
+            rule: Rule::Equals(json!("CN=alice")),
+        };
+        assert!(subject.holds(Some("CN=alice")));
+        assert!(!subject.holds(Some("CN=bob")));
+    }
+
+    #[test]
     fn matching_ignores_ascii_case_unless_the_route_is_case_sensitive() {
         let admin = PathMatch::Prefix("/api/admin".into());
         assert!(admin.matches("/API/Admin/users", false));
@@ -332,6 +411,7 @@ mod tests {
             case_sensitive: false,
             plugins: PluginChain::new(Vec::new()),
             login: None,
+            client_cert: ClientCertRules::default(),
         };
         assert_eq!(route("/api", None).upstream_path("/API/users"), "/users");
         assert_eq!(route("/api", None).upstream_path("/api"), "/");

@@ -21,6 +21,7 @@ use crate::lifecycle::{DrainingApp, ExitWhenDrained, Lifecycle, SignalWatch};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::session::SessionService;
+use crate::tls::TlsEdge;
 use crate::upstream::spawn_health_checks;
 
 /// Socket buffers of each client connection. pingora's default puts a 64 KiB
@@ -39,6 +40,8 @@ pub(crate) struct Supervisor {
     pub state: Arc<ArcSwap<Generation>>,
     pub metrics: Arc<Metrics>,
     pub sessions: Option<Arc<SessionService>>,
+    /// The TLS listener, whose certificates and client CA a reload swaps.
+    pub tls: Option<Arc<TlsEdge>>,
 }
 
 impl Supervisor {
@@ -68,6 +71,20 @@ impl Supervisor {
                 }
                 for w in &next.warnings {
                     tracing::warn!("{w}");
+                }
+                if let Some(edge) = &self.tls {
+                    match &next.tls {
+                        Some(material) => {
+                            edge.install(material.clone());
+                            let files: Vec<&str> =
+                                material.certificates.iter().map(|c| c.label.as_str()).collect();
+                            tracing::info!(certificates = ?files, "TLS certificates reloaded; new handshakes use them");
+                        }
+                        None => tracing::warn!(
+                            "listeners.tls was removed; the TLS listener on {} keeps its certificates until a restart",
+                            edge.listen()
+                        ),
+                    }
                 }
                 self.state.store(Arc::new(next));
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
@@ -171,6 +188,7 @@ pub(crate) fn run(config_path: PathBuf, first: Generation, start: Start) -> ! {
             std::process::exit(1);
         }
     }
+    crate::tls::install_crypto_provider();
     let listeners = first.listeners.clone();
     let state = Arc::new(ArcSwap::from_pointee(first));
     let metrics = Arc::new(Metrics::new());
@@ -254,24 +272,48 @@ pub(crate) fn run(config_path: PathBuf, first: Generation, start: Start) -> ! {
     };
     crate::lifecycle::install(lifecycle.clone());
 
+    let tls = match (listeners.tls, state.load().tls.clone()) {
+        (Some(listen), Some(material)) => match TlsEdge::new(listen, material, &metrics) {
+            Ok(edge) => Some(Arc::new(edge)),
+            Err(e) => {
+                tracing::error!("cannot set up the TLS listener on {listen}: {e}");
+                std::process::exit(1);
+            }
+        },
+        _ => None,
+    };
+
     let gateway = Gateway::new(state.clone(), metrics.clone(), sessions.clone());
     // Slow and broken clients: whole-phase read deadlines and a connection cap
     // around pingora's proxy app (see `conn_guard`).
-    let client_guard = Arc::new(ClientGuard::new(listeners.client.clone(), &metrics));
+    let client_guard =
+        Arc::new(ClientGuard::new(listeners.client.clone(), &metrics).with_h2c(listeners.h2c));
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
-    if listeners.h2c {
-        let mut options = pingora::apps::HttpServerOptions::default();
-        options.h2c = true;
-        proxy_app.server_options = Some(options);
-    }
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = listeners.h2c;
+    // HTTP/2 connections (h2c, or ALPN h2 over TLS) have no HTTP/1 idle
+    // deadline in `conn_guard`: pingora closes them once idle this long.
+    options.h2_idle_timeout = Some(listeners.client.keepalive_timeout);
+    proxy_app.server_options = Some(options);
     let proxy_app = Arc::new(proxy_app);
+    let mut guarded = GuardedApp::new(proxy_app, client_guard);
+    if let Some(edge) = &tls {
+        guarded = guarded.with_tls(edge.clone());
+    }
     let mut proxy = Service::new(
         "portcullis proxy".to_owned(),
-        DrainingApp::new(GuardedApp::new(proxy_app, client_guard), lifecycle.clone()),
+        DrainingApp::new(guarded, lifecycle.clone()),
     );
     proxy.add_listener(
         ListenerConfig::tcp(listeners.proxy.to_string()).l4_buffer(client_connection_buffers()),
     );
+    // The TLS port is a TCP listener of the same service: the handshake
+    // runs in the app (`conn_guard`, `tls`), after the connection cap.
+    if let Some(listen) = listeners.tls {
+        proxy.add_listener(
+            ListenerConfig::tcp(listen.to_string()).l4_buffer(client_connection_buffers()),
+        );
+    }
 
     let admin_app = AdminApp {
         state: state.clone(),
@@ -293,6 +335,7 @@ pub(crate) fn run(config_path: PathBuf, first: Generation, start: Start) -> ! {
             state,
             metrics,
             sessions,
+            tls,
         },
     );
     let exit = background_service(
@@ -306,7 +349,14 @@ pub(crate) fn run(config_path: PathBuf, first: Generation, start: Start) -> ! {
     server.add_service(admin);
     server.add_service(supervisor);
     server.add_service(exit);
-    tracing::info!(proxy = %listeners.proxy, admin = %listeners.admin, "portcullis starting");
+    match listeners.tls {
+        Some(tls) => {
+            tracing::info!(proxy = %listeners.proxy, tls = %tls, admin = %listeners.admin, "portcullis starting")
+        }
+        None => {
+            tracing::info!(proxy = %listeners.proxy, admin = %listeners.admin, "portcullis starting")
+        }
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(SignalWatch {
             lifecycle,

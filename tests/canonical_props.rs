@@ -23,6 +23,7 @@ fn route(name: &str, path: PathMatch) -> Route {
         case_sensitive: false,
         plugins: PluginChain::new(Vec::new()),
         login: None,
+        client_cert: Default::default(),
     }
 }
 

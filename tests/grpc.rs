@@ -16,7 +16,7 @@
 mod common;
 #[path = "common/peers.rs"]
 mod peers;
-#[path = "common/pki.rs"]
+#[path = "common/test_ca.rs"]
 mod pki;
 
 use common::*;

@@ -60,13 +60,18 @@ fn assert_promtool_ok(what: &str, out: &Output) {
 /// Three routes: `api` (token required), `plug` (token + the claims-to-headers
 /// plugin) and `open` (no auth), all to one demo backend.
 fn config(backend: &Backend) -> String {
+    config_with(backend, "")
+}
+
+/// [`config`] with more `listeners` lines (a TLS listener).
+fn config_with(backend: &Backend, listeners: &str) -> String {
     format!(
         r#"listeners:
   proxy: "{{PROXY}}"
   admin: "{{ADMIN}}"
   threads: 1
   grace_period: 0s
-jwt:
+{listeners}jwt:
   issuer: test-issuer
   audience: test-aud
   leeway: 0s
@@ -104,6 +109,20 @@ routes:
     )
 }
 
+/// A TLS listener on a free port with a certificate made for the test,
+/// its files in `dir`.
+fn tls_listener(dir: &Path) -> String {
+    let (cert, key) = common::pki::Ca::new("Observability CA")
+        .server(&["localhost"])
+        .write(dir, "localhost");
+    format!(
+        "  tls:\n    listen: \"127.0.0.1:{}\"\n    cert_file: {}\n    key_file: {}\n",
+        free_port(),
+        cert.display(),
+        key.display()
+    )
+}
+
 fn claims(sub: &str) -> Value {
     json!({"sub": sub, "role": "reader", "iss": "test-issuer", "aud": "test-aud",
            "iat": now(), "exp": now() + 600})
@@ -138,15 +157,18 @@ fn get_status(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> u16 {
     gw.get(path, headers).status
 }
 
-/// A gateway that has seen one request of every kind the proxy counts.
+/// A gateway that has seen one request of every kind the proxy counts, with
+/// a TLS listener (whose certificate-expiry gauge the alerts read).
 struct Exercised {
     gw: Gateway,
     _backend: Backend,
+    _tls: tempfile::TempDir,
 }
 
 fn exercised_gateway() -> Exercised {
     let backend = Backend::start("obs");
-    let gw = Gateway::start(&config(&backend));
+    let tls = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&config_with(&backend, &tls_listener(tls.path())));
     let good = sign(&claims("alice"));
     let mut expired = claims("u");
     expired["exp"] = json!(now() - 60);
@@ -186,6 +208,7 @@ fn exercised_gateway() -> Exercised {
     Exercised {
         gw,
         _backend: backend,
+        _tls: tls,
     }
 }
 
@@ -511,6 +534,13 @@ tests:
         values: '0+10x40'
       - series: 'portcullis_upstream_health{{job="gw",instance="b",upstream="solo",target="10.0.0.3:80"}}'
         values: '0x10'
+      # Certificates 10 days, 1 day and 300 days from their end.
+      - series: 'portcullis_tls_certificate_expiry_seconds{{job="gw",instance="c",certificate="soon.crt"}}'
+        values: '864000-60x120'
+      - series: 'portcullis_tls_certificate_expiry_seconds{{job="gw",instance="c",certificate="late.crt"}}'
+        values: '86400-60x120'
+      - series: 'portcullis_tls_certificate_expiry_seconds{{job="gw",instance="c",certificate="fresh.crt"}}'
+        values: '25920000-60x120'
     alert_rule_test:
       - eval_time: 30m
         alertname: PortcullisRevocationPropagationSlow
@@ -520,6 +550,20 @@ tests:
         alertname: PortcullisUpstreamDown
         exp_alerts:
           - exp_labels: {{ severity: critical, job: gw, instance: b, upstream: solo }}
+      - eval_time: 59m
+        alertname: PortcullisTlsCertificateExpiresSoon
+        exp_alerts: []
+      - eval_time: 61m
+        alertname: PortcullisTlsCertificateExpiresSoon
+        exp_alerts:
+          - exp_labels: {{ severity: warning, job: gw, instance: c, certificate: soon.crt }}
+      - eval_time: 4m
+        alertname: PortcullisTlsCertificateExpiring
+        exp_alerts: []
+      - eval_time: 61m
+        alertname: PortcullisTlsCertificateExpiring
+        exp_alerts:
+          - exp_labels: {{ severity: critical, job: gw, instance: c, certificate: late.crt }}
 "#,
         rules = rules.display()
     );

@@ -106,6 +106,7 @@ impl Req {
             query: self.query,
             host: self.host,
             headers: &self.headers,
+            client_cert: None,
         }
     }
 }
@@ -398,7 +399,7 @@ fn chain_accumulates_changes_in_order_and_later_plugins_see_the_original_request
     assert_eq!(
         seen,
         json!({"method": "GET", "path": "/api/orders", "query": "page=2",
-               "host": "api.example.com", "headers": {"x-tenant": "acme"}})
+               "host": "api.example.com", "client_cert": null, "headers": {"x-tenant": "acme"}})
     );
     assert_eq!(
         results(&r),

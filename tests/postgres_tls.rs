@@ -11,7 +11,7 @@
 //! - `portcullis check` reports an unreadable `sslrootcert` at the store's line.
 
 mod common;
-#[path = "common/pki.rs"]
+#[path = "common/test_ca.rs"]
 mod pki;
 #[path = "common/postgres.rs"]
 mod postgres;

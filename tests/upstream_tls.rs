@@ -15,7 +15,7 @@
 mod common;
 #[path = "common/peers.rs"]
 mod peers;
-#[path = "common/pki.rs"]
+#[path = "common/test_ca.rs"]
 mod pki;
 
 use std::path::Path;

@@ -17,6 +17,11 @@ pub fn upgrade_socket(admin_port: u16) -> std::path::PathBuf {
     format!("/tmp/portcullis-upgrade-{admin_port}.sock").into()
 }
 
+/// `listeners.tls.client_auth.mode`.
+pub const CLIENT_AUTH_MODE: &str = "required";
+/// `routes[].require_client_cert`.
+pub const REQUIRE_CLIENT_CERT: bool = false;
+
 /// `log.level`.
 pub const LOG_LEVEL: &str = "info";
 /// `log.access`.
@@ -143,6 +148,18 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
         "listeners.upgrade_socket",
         "/tmp/portcullis-upgrade-<admin port>.sock",
     ),
+    ("listeners.tls.listen", ""),
+    ("listeners.tls.cert_file", ""),
+    ("listeners.tls.key_file", ""),
+    ("listeners.tls.names", "the certificate's DNS names"),
+    ("listeners.tls.certificates[].cert_file", ""),
+    ("listeners.tls.certificates[].key_file", ""),
+    (
+        "listeners.tls.certificates[].names",
+        "the certificate's DNS names",
+    ),
+    ("listeners.tls.client_auth.ca_file", ""),
+    ("listeners.tls.client_auth.mode", "required"),
     ("log.format", "pretty"),
     ("log.level", "info"),
     ("log.access", "true"),
@@ -223,11 +240,13 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("routes[].upstream", ""),
     ("routes[].auth", "required"),
     ("routes[].require[].claim", ""),
+    ("routes[].require[].client_cert", ""),
     ("routes[].require[].in", ""),
     ("routes[].require[].equals", ""),
     ("routes[].strip_prefix", ""),
     ("routes[].add_prefix", ""),
     ("routes[].forward_authorization", "true"),
+    ("routes[].require_client_cert", "false"),
     ("routes[].case_sensitive", "requests.case_sensitive"),
     ("routes[].plugins", ""),
     ("routes[].login.subject", ""),
@@ -335,6 +354,7 @@ mod tests {
             ("log.spans", LOG_SPANS),
             ("requests.case_sensitive", CASE_SENSITIVE),
             ("routes[].forward_authorization", FORWARD_AUTHORIZATION),
+            ("routes[].require_client_cert", REQUIRE_CLIENT_CERT),
             ("sessions.migrate", SESSIONS_MIGRATE),
             ("sessions.rotation", ROTATION),
             ("sessions.cookie.secure", COOKIE_SECURE),
@@ -343,6 +363,7 @@ mod tests {
             assert_eq!(doc(key).parse::<bool>(), Ok(value), "{key}");
         }
         assert_eq!(doc("listeners.admin"), ADMIN_LISTENER);
+        assert_eq!(doc("listeners.tls.client_auth.mode"), CLIENT_AUTH_MODE);
         assert_eq!(
             doc("listeners.upgrade_socket").replace("<admin port>", "9090"),
             upgrade_socket(9090).to_string_lossy()
@@ -385,6 +406,9 @@ mod tests {
             )
             .ok()
         );
+        let mode: crate::tls::ClientAuthMode =
+            serde_json::from_value(serde_json::json!(CLIENT_AUTH_MODE)).unwrap();
+        assert_eq!(mode, crate::tls::ClientAuthMode::default());
         let headers = crate::headers::HeaderPolicy::default();
         assert_eq!(headers.request_id.as_str(), REQUEST_ID_HEADER);
     }

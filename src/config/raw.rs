@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use super::units::{ByteSize, HumanDuration, ListenAddr};
 pub(crate) use crate::canonical::{EmptySegments, PathParams, UnderscoreHeaders};
 pub(crate) use crate::logging::LogFormat;
-pub(crate) use crate::route::AuthMode;
+pub(crate) use crate::route::{AuthMode, CertField};
+pub(crate) use crate::tls::ClientAuthMode;
 pub(crate) use crate::upstream::UpstreamProtocol;
 
 /// Root of `portcullis.yaml`.
@@ -159,6 +160,48 @@ pub(crate) struct RawListeners {
     /// Unix socket over which `run --upgrade` takes the listening sockets
     /// of the running process (relative to the config file's directory).
     pub upgrade_socket: Option<Spanned<String>>,
+    /// A TLS listener beside the plain one (HTTP/1.1 and HTTP/2 by ALPN).
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+/// `listeners.tls`: the TLS listener and what it serves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    /// Its own address (`host:port`), beside `listeners.proxy`.
+    pub listen: Spanned<ListenAddr>,
+    /// PEM certificate chain (leaf first) served by default.
+    pub cert_file: Spanned<String>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Spanned<String>,
+    /// Server names `cert_file` is meant for (checked against it); default:
+    /// the certificate's DNS names.
+    pub names: Option<Vec<Spanned<String>>>,
+    /// More certificates, chosen by SNI.
+    #[serde(default)]
+    pub certificates: Vec<Spanned<RawCertificate>>,
+    /// Client certificates (mTLS).
+    pub client_auth: Option<Spanned<RawClientAuth>>,
+}
+
+/// One of `listeners.tls.certificates`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCertificate {
+    pub cert_file: Spanned<String>,
+    pub key_file: Spanned<String>,
+    /// Server names it is chosen for; default: its DNS names.
+    pub names: Option<Vec<Spanned<String>>>,
+}
+
+/// `listeners.tls.client_auth`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClientAuth {
+    /// PEM file of the CA certificates that vouch for client certificates.
+    pub ca_file: Spanned<String>,
+    /// `required` (default) or `optional`.
+    pub mode: Option<ClientAuthMode>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -378,6 +421,8 @@ pub(crate) struct RawRoute {
     pub plugins: Vec<Spanned<String>>,
     /// Login interception: open a session from the backend's 2xx answer.
     pub login: Option<Spanned<RawLogin>>,
+    /// Refuse (403) requests without a verified client certificate.
+    pub require_client_cert: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -392,7 +437,10 @@ pub(crate) struct RawMatch {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRequirement {
-    pub claim: Spanned<String>,
+    /// A claim path (`role`, `org.tier`); or else `client_cert`.
+    pub claim: Option<Spanned<String>>,
+    /// A field of the verified client certificate: `sha256` or `subject`.
+    pub client_cert: Option<Spanned<CertField>>,
     /// The claim (or one element of an array claim) must be one of these.
     #[serde(rename = "in")]
     pub one_of: Option<Vec<serde_json::Value>>,

@@ -214,6 +214,19 @@ pub struct RequestMeta<'a> {
     pub host: &'a str,
     /// Request headers.
     pub headers: &'a HeaderMap,
+    /// The connection's verified client certificate (mTLS); `None` without one.
+    pub client_cert: Option<ClientCertMeta<'a>>,
+}
+
+/// A verified client certificate as plugins see it (`client_cert` in the
+/// request JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientCertMeta<'a> {
+    /// SHA-256 of the DER certificate, base64url without padding (RFC 8705
+    /// `x5t#S256`).
+    pub sha256: &'a str,
+    /// The subject distinguished name, e.g. `CN=alice, O=Example`.
+    pub subject: &'a str,
 }
 
 /// One header change toward the upstream, validated by the host.

@@ -1,5 +1,5 @@
 //! The request JSON handed to `portcullis_on_request` (ABI v1, section 6):
-//! `{"method":…,"path":…,"query":…,"host":…,"headers":{…}}`.
+//! `{"method":…,"path":…,"query":…,"host":…,"client_cert":…,"headers":{…}}`.
 //!
 //! Written by hand rather than through serde: the fixed part is encoded once
 //! per chain run and each plugin only appends the headers it asked for.
@@ -20,6 +20,17 @@ pub(crate) fn encode_prefix(req: &RequestMeta<'_>, out: &mut Vec<u8>) {
     push_json_string(out, req.query);
     out.extend_from_slice(b",\"host\":");
     push_json_string(out, req.host);
+    out.extend_from_slice(b",\"client_cert\":");
+    match &req.client_cert {
+        Some(cert) => {
+            out.extend_from_slice(b"{\"sha256\":");
+            push_json_string(out, cert.sha256);
+            out.extend_from_slice(b",\"subject\":");
+            push_json_string(out, cert.subject);
+            out.push(b'}');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"headers\":{");
 }
 
@@ -111,6 +122,7 @@ mod tests {
             query: "a=1",
             host: "example.com",
             headers: &headers,
+            client_cert: None,
         };
         let got = encode(
             &req,
@@ -121,7 +133,28 @@ mod tests {
         );
         assert_eq!(
             got,
-            serde_json::json!({"method":"GET","path":"/api/x","query":"a=1","host":"example.com","headers":{"x-tenant":"acme"}})
+            serde_json::json!({"method":"GET","path":"/api/x","query":"a=1","host":"example.com","client_cert":null,"headers":{"x-tenant":"acme"}})
+        );
+    }
+
+    #[test]
+    fn a_client_certificate_is_shown_with_its_thumbprint_and_subject() {
+        let headers = HeaderMap::new();
+        let req = RequestMeta {
+            method: "GET",
+            path: "/",
+            query: "",
+            host: "",
+            headers: &headers,
+            client_cert: Some(super::super::ClientCertMeta {
+                sha256: "q2Vz-abc_",
+                subject: "CN=alice, O=\"Ex\"",
+            }),
+        };
+        let got = encode(&req, &[]);
+        assert_eq!(
+            got["client_cert"],
+            serde_json::json!({"sha256": "q2Vz-abc_", "subject": "CN=alice, O=\"Ex\""})
         );
     }
 
@@ -138,6 +171,7 @@ mod tests {
             query: "",
             host: "",
             headers: &headers,
+            client_cert: None,
         };
         let got = encode(
             &req,

@@ -76,6 +76,7 @@ fn call(plugin: &CompiledPlugin) -> Outcome {
             query: "",
             host: "h",
             headers: &headers,
+            client_cert: None,
         },
     )
 }
@@ -175,6 +176,7 @@ fn oversized_input_fails_without_calling_the_guest() {
             query: "",
             host: "",
             headers: &headers,
+            client_cert: None,
         },
     );
     assert!(
@@ -374,6 +376,7 @@ fn invalid_values_and_refused_names_get_their_codes_and_void_the_call() {
         query: "",
         host: "",
         headers: &headers,
+        client_cert: None,
     };
     // compile() refuses the allow-list entry; the run-time check is what
     // this test is about, so bypass it with a plugin compiled without it
@@ -513,6 +516,7 @@ fn run_once_reports_the_outcome_and_the_plugin_log_lines() {
             query: "",
             host: "",
             headers: &headers,
+            client_cert: None,
         },
     )
     .unwrap();

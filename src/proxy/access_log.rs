@@ -40,6 +40,11 @@ pub(super) fn record(
         .request_duration
         .with_label_values(&[&route])
         .observe(elapsed.as_secs_f64());
+    let version = http_version(session.req_header().version);
+    metrics
+        .requests_by_version
+        .with_label_values(&[version, if ctx.tls { "https" } else { "http" }])
+        .inc();
     let log_access = ctx
         .generation
         .as_ref()
@@ -65,6 +70,9 @@ pub(super) fn record(
                 auth = ctx.auth.as_str(),
                 reason,
                 upstream_target = ctx.target.as_deref().unwrap_or(""),
+                http_version = version,
+                tls = ctx.tls,
+                client_cert = ctx.client_cert.as_deref().map(|c| c.sha256.as_str()).unwrap_or(""),
                 error = e.map(|e| e.etype().as_str()).unwrap_or(""),
                 "request"
             );
@@ -72,6 +80,16 @@ pub(super) fn record(
     }
     // The `request` span closes now, after the access event it parents.
     ctx.span = Span::none();
+}
+
+/// The `version` label of `requests_by_version_total`: `1.0`, `1.1` or `2`
+/// (pingora serves no other).
+fn http_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_10 | http::Version::HTTP_09 => "1.0",
+        _ => "1.1",
+    }
 }
 
 /// A logged request target without its query string, which may carry secrets.

@@ -67,7 +67,8 @@ impl Gateway {
         self.refetch_issuer_keys(gen, idx, session.req_header())
             .await;
         let decided = self
-            .authenticate(gen, idx, session.req_header(), ctx)
+            .check_client_cert(gen, idx, ctx)
+            .and_then(|()| self.authenticate(gen, idx, session.req_header(), ctx))
             .and_then(|()| self.run_plugins(gen, idx, session.req_header(), host.as_deref(), ctx));
         if let Err(refusal) = decided {
             refusal.into_reply().send(session, &ctx.request_id).await?;

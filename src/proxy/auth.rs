@@ -1,5 +1,6 @@
-//! The authentication step: token, verification, revoked sessions, the
-//! route's claim requirements.
+//! The authentication steps: the route's client-certificate rules (mTLS),
+//! then the token, verification, revoked sessions and the route's claim
+//! requirements.
 
 use pingora::http::RequestHeader;
 use tracing::field::Empty;
@@ -9,7 +10,7 @@ use crate::access::extract_token;
 use crate::error::GatewayError;
 use crate::generation::Generation;
 use crate::logging::SPAN_TARGET;
-use crate::route::AuthMode;
+use crate::route::{AuthMode, CertField};
 
 impl Gateway {
     /// Before [`authenticate`](Self::authenticate), for issuers whose keys
@@ -37,6 +38,54 @@ impl Gateway {
         if let Some(token) = extract_token(&req.headers, gen.token_sources.cookie.as_deref()) {
             let _ = verifier.verify_refetching(token).await;
         }
+    }
+
+    /// Client-certificate step of `request_filter`: a route with
+    /// `require_client_cert` or `client_cert` requirements refuses (403) a
+    /// request whose connection has no verified client certificate, or one
+    /// whose fields do not meet the requirements.
+    pub(super) fn check_client_cert(
+        &self,
+        gen: &Generation,
+        route_idx: usize,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let Some(route) = gen.router.get(route_idx) else {
+            return Ok(());
+        };
+        let rules = &route.client_cert;
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let cert = ctx.client_cert.as_deref();
+        if rules.required && cert.is_none() {
+            ctx.auth = AuthOutcome::Forbidden;
+            return Err(GatewayError::DeniedByPolicy {
+                status: 403,
+                message: "A verified client certificate is required for this route".into(),
+            });
+        }
+        let value = |field: CertField| {
+            cert.map(|c| match field {
+                CertField::Sha256 => c.sha256.as_str(),
+                CertField::Subject => c.subject.as_str(),
+            })
+        };
+        if let Some(failed) = rules.requirements.iter().find(|r| !r.holds(value(r.field))) {
+            ctx.auth = AuthOutcome::Forbidden;
+            let message = match cert {
+                None => "A verified client certificate is required for this route".to_owned(),
+                Some(_) => format!(
+                    "Access denied: the client certificate's {} does not meet this route's requirement",
+                    failed.field.as_str()
+                ),
+            };
+            return Err(GatewayError::DeniedByPolicy {
+                status: 403,
+                message,
+            });
+        }
+        Ok(())
     }
 
     /// Auth step of `request_filter`: `Err(reply)` when the request must stop here.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pingora::http::RequestHeader;
+use pingora::protocols::Digest;
 use tracing::field::Empty;
 use tracing::Span;
 
@@ -21,6 +22,7 @@ use crate::jwt::VerifiedToken;
 use crate::logging::SPAN_TARGET;
 use crate::plugin::HeaderChange;
 use crate::route::Route;
+use crate::tls::ClientCertificate;
 
 /// How the auth step ended, for metrics and the access log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,6 +69,10 @@ pub(crate) struct RequestCtx {
     pub(super) raw_path: Option<String>,
     /// The canonical path less its `;params` (only when params are kept).
     pub(super) match_path: Option<String>,
+    /// The request came over the TLS listener.
+    pub(super) tls: bool,
+    /// The connection's verified client certificate (mTLS), if it sent one.
+    pub(super) client_cert: Option<Arc<ClientCertificate>>,
 }
 
 impl RequestCtx {
@@ -85,7 +91,16 @@ impl RequestCtx {
             upstream_span: Span::none(),
             raw_path: None,
             match_path: None,
+            tls: false,
+            client_cert: None,
         }
+    }
+
+    /// Notes what the connection tells about the client: TLS, and its
+    /// verified certificate.
+    pub(super) fn connection(&mut self, digest: Option<&Digest>) {
+        self.tls = digest.is_some_and(|d| d.ssl_digest.is_some());
+        self.client_cert = ClientCertificate::of_connection(digest);
     }
 
     /// Takes the generation, the request id (kept when plain, else new) and

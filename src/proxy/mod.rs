@@ -75,9 +75,11 @@ impl ProxyHttp for Gateway {
         crate::lifecycle::request_started(session);
         // RFC 9112 §9.3.2: bytes after this request (a pipelined request, a
         // stray CRLF) wait for their turn instead of failing this one.
+        // (HTTP/1 only; an HTTP/2 session ignores it.)
         session.downstream_session.set_pipelining_enabled(true);
         let gen = self.state.load_full();
         ctx.begin(gen.clone(), session.req_header());
+        ctx.connection(session.digest());
         self.admit(session, &gen, ctx).await
     }
 

@@ -7,7 +7,7 @@ use super::{AuthOutcome, Gateway, RequestCtx};
 use crate::error::GatewayError;
 use crate::generation::Generation;
 use crate::logging::SPAN_TARGET;
-use crate::plugin::{InvocationResult, Outcome, RequestMeta};
+use crate::plugin::{ClientCertMeta, InvocationResult, Outcome, RequestMeta};
 
 impl Gateway {
     /// Plugin step of `request_filter`: runs the route's chain, keeps its
@@ -37,6 +37,10 @@ impl Gateway {
             query: req.uri.query().unwrap_or(""),
             host: host.unwrap_or(""),
             headers: &req.headers,
+            client_cert: ctx.client_cert.as_deref().map(|c| ClientCertMeta {
+                sha256: &c.sha256,
+                subject: &c.subject,
+            }),
         };
         let _request = ctx.span.enter();
         let span = tracing::debug_span!(

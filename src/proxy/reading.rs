@@ -47,7 +47,8 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
         let downstream = session.as_downstream();
-        let raw_head = (!downstream.is_http2()).then(|| downstream.to_h1_raw());
+        let http2 = downstream.is_http2();
+        let raw_head = (!http2).then(|| downstream.to_h1_raw());
         crate::canonical::headers::check_framing(session.req_header(), raw_head.as_deref())
             .map_err(GatewayError::BadHeaders)?;
         let stripped = gen
@@ -82,7 +83,16 @@ impl Gateway {
             ctx.match_path = Some(canonical.matched().to_owned());
         }
         if canonical.is_rewritten() || !origin_form {
-            let mut uri = String::with_capacity(canonical.forward().len() + target.len());
+            let mut uri = String::with_capacity(canonical.forward().len() + target.len() + 64);
+            // HTTP/2 carries the host only in `:authority` (the URI's): keep it.
+            if http2 {
+                if let (Some(scheme), Some(authority)) = (req.uri.scheme_str(), req.uri.authority())
+                {
+                    uri.push_str(scheme);
+                    uri.push_str("://");
+                    uri.push_str(authority.as_str());
+                }
+            }
             uri.push_str(canonical.forward());
             if let Some(q) = query {
                 uri.push_str(&String::from_utf8_lossy(q));

@@ -44,7 +44,8 @@ pub(super) fn pick_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     Ok(peer)
 }
 
-/// Host without port, lower-cased; from the Host header or the URI authority.
+/// Host without port, lower-cased; from the Host header or the URI authority
+/// (an HTTP/2 request's `:authority`).
 pub(super) fn request_host(req: &RequestHeader) -> Option<String> {
     let raw = req
         .headers
@@ -120,7 +121,7 @@ pub(super) fn prepare_upstream_request(
     upstream.insert_header(gen.headers.request_id.clone(), ctx.request_id.as_str())?;
     let client_ip = crate::session::request::client_ip(session).unwrap_or_else(|| "unknown".into());
     upstream.insert_header("x-forwarded-for", client_ip)?;
-    upstream.insert_header("x-forwarded-proto", "http")?;
+    upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
     // HTTP/2 clients name the host in `:authority` (the URI), not `Host`.
     let client_host = session
         .req_header()

@@ -6,6 +6,7 @@
 //! fixed time.
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod upstream;
 
 use std::io::{Read, Write};

@@ -66,7 +66,7 @@ pub use host::{append_header, deny, remove_header, set_header};
 pub use host::{log, HeaderChange, HeaderError, Host, Level, Outcome, RecordingHost};
 pub use json::{Number, Value};
 pub use path::ClaimPath;
-pub use request::Request;
+pub use request::{ClientCert, Request};
 
 /// The ABI version this SDK implements (`portcullis_abi_version`).
 pub const ABI_VERSION: i32 = 1;

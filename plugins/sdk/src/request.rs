@@ -3,8 +3,8 @@
 use crate::json::Value;
 
 /// Request metadata. Built from the host's JSON
-/// `{"method","path","query","host","headers":{name: value}}`; unknown
-/// fields are ignored so the host may add some without a version bump.
+/// `{"method","path","query","host","client_cert","headers":{name: value}}`;
+/// unknown fields are ignored so the host may add some without a version bump.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
     /// Method as received, e.g. `GET`.
@@ -19,6 +19,19 @@ pub struct Request {
     /// Only the headers listed in the plugin's `request_headers`, with
     /// lower-case names, in the host's order.
     pub headers: Vec<(String, String)>,
+    /// The verified client certificate of the connection (mTLS), `None`
+    /// when the client sent none (or the host predates the field).
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A verified client certificate, as the host describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientCert {
+    /// SHA-256 of the DER certificate, base64url without padding: the
+    /// RFC 8705 `x5t#S256` value a certificate-bound token's `cnf` carries.
+    pub sha256: String,
+    /// The subject distinguished name, e.g. `CN=alice, O=Example`.
+    pub subject: String,
 }
 
 impl Request {
@@ -49,7 +62,28 @@ impl Request {
             query: field("query", false)?,
             host: field("host", false)?,
             headers: Vec::new(),
+            client_cert: None,
         };
+        match v.get("client_cert") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(_)) => {
+                let cert = v.get("client_cert");
+                let text = |k: &str| match cert.and_then(|c| c.get(k)) {
+                    Some(Value::String(s)) => Ok(s.clone()),
+                    _ => Err(format!("request `client_cert.{}` must be a string", k)),
+                };
+                req.client_cert = Some(ClientCert {
+                    sha256: text("sha256")?,
+                    subject: text("subject")?,
+                });
+            }
+            Some(other) => {
+                return Err(format!(
+                    "request `client_cert` must be an object or null, got {}",
+                    other.type_name()
+                ))
+            }
+        }
         match v.get("headers") {
             None | Some(Value::Null) => {}
             Some(Value::Object(members)) => {
@@ -105,6 +139,23 @@ mod tests {
         assert_eq!(r.header("X-Tenant"), Some("acme"));
         assert_eq!(r.header("x-other"), Some("o"));
         assert_eq!(r.header("x-missing"), None);
+    }
+
+    #[test]
+    fn reads_the_client_certificate_when_there_is_one() {
+        let v = parse(br#"{"method":"GET","path":"/","client_cert":{"sha256":"q2V","subject":"CN=a"}}"#).unwrap();
+        let r = Request::from_json(&v).unwrap();
+        assert_eq!(
+            r.client_cert,
+            Some(ClientCert {
+                sha256: "q2V".into(),
+                subject: "CN=a".into()
+            })
+        );
+        let v = parse(br#"{"method":"GET","path":"/","client_cert":null}"#).unwrap();
+        assert_eq!(Request::from_json(&v).unwrap().client_cert, None);
+        let v = parse(br#"{"method":"GET","path":"/","client_cert":"x"}"#).unwrap();
+        assert!(Request::from_json(&v).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod listeners;
 mod plugins;
 mod routes;
 mod sessions;
+mod tls;
 mod upstreams;
 
 use std::collections::HashMap;
@@ -119,8 +120,19 @@ pub(crate) fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigE
             format!("the proxy and admin listeners both use {admin}: give the admin listener its own port"),
         );
     }
+    let tls = raw
+        .listeners
+        .tls
+        .as_ref()
+        .and_then(|t| tls::compile_tls(&mut ck, t, raw.listeners.proxy.value.0, admin));
+    let client_certificates = raw
+        .listeners
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.value.client_auth.is_some());
     let listeners = Listeners {
         proxy: raw.listeners.proxy.value.0,
+        tls: tls.as_ref().map(|(listen, _)| *listen),
         admin,
         threads: raw
             .listeners
@@ -225,6 +237,15 @@ pub(crate) fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigE
             &raw.plugins,
             &read,
         ) {
+            if !route.client_cert.is_empty() && !client_certificates {
+                ck.at(
+                    &r.name,
+                    format!(
+                        "route `{}` asks for a client certificate (`require_client_cert` or a `client_cert` requirement), but `listeners.tls.client_auth` is not configured, so no request can carry one: add `client_auth` with the CA that issues them",
+                        route.name
+                    ),
+                );
+            }
             if let Some(login) = &r.login {
                 if raw.sessions.is_none() {
                     ck.at(
@@ -303,6 +324,7 @@ pub(crate) fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigE
         sessions,
         jwks,
         read,
+        tls: tls.map(|(_, material)| material),
         warnings: ck.warnings.iter().map(ToString::to_string).collect(),
     })
 }

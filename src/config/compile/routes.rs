@@ -12,7 +12,7 @@ use crate::canonical::{EmptySegments, PathParams, PathRules, ReadPolicy};
 use crate::config::defaults;
 use crate::config::raw::{AuthMode, RawPlugin, RawRoute, RawUpstream};
 use crate::plugin::{CompiledPlugin, PluginChain};
-use crate::route::{PathMatch, Requirement, Route, Rule};
+use crate::route::{CertRequirement, ClientCertRules, PathMatch, Requirement, Route, Rule};
 
 pub(super) fn compile_route(
     ck: &mut Checker,
@@ -103,6 +103,7 @@ pub(super) fn compile_route(
         }
     }
     let mut requirements = Vec::new();
+    let mut cert_requirements = Vec::new();
     for req in &r.require {
         let q = &req.value;
         let rule = match (&q.one_of, &q.equals) {
@@ -113,19 +114,50 @@ pub(super) fn compile_route(
                 continue;
             }
         };
-        if q.claim.value.is_empty() || q.claim.value.split('.').any(str::is_empty) {
+        let claim = match (&q.claim, &q.client_cert) {
+            (Some(claim), None) => claim,
+            (None, Some(field)) => {
+                let values: Vec<&serde_json::Value> = match &rule {
+                    Rule::OneOf(list) => list.iter().collect(),
+                    Rule::Equals(v) => vec![v],
+                };
+                if values.iter().any(|v| !v.is_string()) {
+                    ck.at(
+                        req,
+                        format!(
+                            "route `{name}`: client_cert {} is text: write the value(s) as strings",
+                            field.value.as_str()
+                        ),
+                    );
+                    continue;
+                }
+                cert_requirements.push(CertRequirement {
+                    field: field.value,
+                    rule,
+                });
+                continue;
+            }
+            _ => {
+                ck.at(
+                    req,
+                    format!("route `{name}`: a requirement names exactly one of `claim` (a token claim) or `client_cert` (sha256 or subject of the client certificate)"),
+                );
+                continue;
+            }
+        };
+        if claim.value.is_empty() || claim.value.split('.').any(str::is_empty) {
             ck.at(
-                &q.claim,
+                claim,
                 format!(
                     "route `{name}`: `{}` is not a claim path (use `role` or `org.tier`)",
-                    q.claim.value
+                    claim.value
                 ),
             );
             continue;
         }
         requirements.push(Requirement {
-            claim: q.claim.value.split('.').map(str::to_owned).collect(),
-            claim_text: q.claim.value.clone(),
+            claim: claim.value.split('.').map(str::to_owned).collect(),
+            claim_text: claim.value.clone(),
             rule,
         });
     }
@@ -173,6 +205,14 @@ pub(super) fn compile_route(
             .unwrap_or(defaults::FORWARD_AUTHORIZATION),
         case_sensitive,
         login: None,
+        client_cert: ClientCertRules {
+            required: r
+                .require_client_cert
+                .as_ref()
+                .map(|b| b.value)
+                .unwrap_or(defaults::REQUIRE_CLIENT_CERT),
+            requirements: cert_requirements,
+        },
     })
 }
 
