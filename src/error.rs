@@ -118,6 +118,9 @@ pub(crate) enum GatewayError {
         /// The requirement as configured (`claim_text`).
         claim: String,
     },
+    /// 403: the route needs a verified client certificate and the
+    /// connection has none (`require_client_cert`, or `client_cert` rules).
+    ClientCertificateRequired,
     /// A plugin denied the request with its own 4xx status and message.
     DeniedByPolicy {
         /// The plugin's status (the plugin host only lets 400–499 through).
@@ -267,7 +270,7 @@ impl GatewayError {
             BodyTimeout | HeadTimeout => 408,
             NoRoute { .. } => 404,
             AccessToken { .. } => 401,
-            InsufficientClaims { .. } => 403,
+            InsufficientClaims { .. } | ClientCertificateRequired => 403,
             DeniedByPolicy { status, .. } => *status,
             PolicyFailed => 500,
             PolicyTimedOut => 503,
@@ -321,6 +324,7 @@ impl GatewayError {
                 _ => "invalid_token",
             },
             InsufficientClaims { .. } => "insufficient_claims",
+            ClientCertificateRequired => "client_certificate_required",
             DeniedByPolicy { .. } => "denied_by_policy",
             PolicyFailed | PolicyTimedOut => "policy_error",
             RefreshTokenRequired | LogoutTokenRequired => "refresh_token_required",
@@ -372,6 +376,7 @@ impl GatewayError {
                 )
                 .into()
             }
+            ClientCertificateRequired => "A verified client certificate is required for this route",
             DeniedByPolicy { message, .. } => return message.clone().into(),
             PolicyFailed | PolicyTimedOut => "The request could not be authorized by policy",
             RefreshTokenRequired => "Refresh token is required",
@@ -469,6 +474,7 @@ impl GatewayError {
             NoRoute { .. } => "no_route",
             AccessToken { rejection, .. } => rejection.reason(),
             InsufficientClaims { .. } => "insufficient_claims",
+            ClientCertificateRequired => "client_certificate_required",
             DeniedByPolicy { .. } => "denied_by_policy",
             PolicyFailed => "policy_error",
             PolicyTimedOut => "policy_timeout",
@@ -1002,6 +1008,13 @@ mod tests {
             (Internal, 500, "internal_error", "internal_error", 13),
             (HttpStatus(502), 502, "error", "http_status", 14),
             (HttpStatus(418), 418, "error", "http_status", 2),
+            (
+                ClientCertificateRequired,
+                403,
+                "client_certificate_required",
+                "client_certificate_required",
+                7,
+            ),
         ]
     }
 
@@ -1061,13 +1074,14 @@ mod tests {
             UpstreamTimeout => 50,
             Internal => 51,
             HttpStatus(_) => 52,
+            ClientCertificateRequired => 53,
         }
     }
 
     #[test]
     fn every_variant_has_its_status_code_reason_and_grpc_status() {
         let table = table();
-        let mut seen = [false; 53];
+        let mut seen = [false; 54];
         for (error, status, code, reason, grpc) in &table {
             seen[variant_index(error)] = true;
             let got = (

@@ -639,7 +639,7 @@ fn optional_client_certificates_let_routes_decide_and_reach_the_plugin() {
     let without = curl(&["--cacert", &ca_file, &edge.url("localhost", "/mtls/x")]);
     assert_eq!(without.status, 403, "{without:?}");
     let refusal: Value = serde_json::from_str(&without.body).unwrap();
-    assert_eq!(refusal["error"], "denied_by_policy");
+    assert_eq!(refusal["error"], "client_certificate_required");
     assert!(refusal["message"]
         .as_str()
         .unwrap()

@@ -60,10 +60,7 @@ impl Gateway {
         let cert = ctx.client_cert.as_deref();
         if rules.required && cert.is_none() {
             ctx.auth = AuthOutcome::Forbidden;
-            return Err(GatewayError::DeniedByPolicy {
-                status: 403,
-                message: "A verified client certificate is required for this route".into(),
-            });
+            return Err(GatewayError::ClientCertificateRequired);
         }
         let value = |field: CertField| {
             cert.map(|c| match field {
@@ -73,16 +70,15 @@ impl Gateway {
         };
         if let Some(failed) = rules.requirements.iter().find(|r| !r.holds(value(r.field))) {
             ctx.auth = AuthOutcome::Forbidden;
-            let message = match cert {
-                None => "A verified client certificate is required for this route".to_owned(),
-                Some(_) => format!(
+            if cert.is_none() {
+                return Err(GatewayError::ClientCertificateRequired);
+            }
+            return Err(GatewayError::DeniedByPolicy {
+                status: 403,
+                message: format!(
                     "Access denied: the client certificate's {} does not meet this route's requirement",
                     failed.field.as_str()
                 ),
-            };
-            return Err(GatewayError::DeniedByPolicy {
-                status: 403,
-                message,
             });
         }
         Ok(())
