@@ -56,14 +56,19 @@ pub(super) fn is_abort(session: &Session, e: &Error) -> bool {
     session.response_written().is_some() && *e.esource() == ErrorSource::Upstream
 }
 
+/// The route's and its upstream's names, for log lines (`-` without a route).
+fn route_and_upstream(ctx: &RequestCtx) -> (&str, &str) {
+    match ctx.route() {
+        Some((gen, r)) => (&*r.name, &*gen.upstreams[r.upstream].name),
+        None => ("-", "-"),
+    }
+}
+
 /// Counts and logs an upstream answer cut after its head was sent.
 fn record_abort(e: &Error, ctx: &RequestCtx, metrics: &Metrics) {
     let reason = abort_reason(e);
     metrics.upstream_aborts.with_label_values(&[reason]).inc();
-    let (route, upstream) = match ctx.route() {
-        Some((gen, r)) => (&*r.name, &*gen.upstreams[r.upstream].name),
-        None => ("-", "-"),
-    };
+    let (route, upstream) = route_and_upstream(ctx);
     tracing::warn!(
         request_id = %ctx.request_id,
         route,
@@ -78,10 +83,7 @@ fn record_abort(e: &Error, ctx: &RequestCtx, metrics: &Metrics) {
 /// Logs a failed TLS handshake with an upstream, naming why: the 502 the
 /// client gets says only `upstream_error`.
 fn record_tls_failure(e: &Error, reason: &'static str, ctx: &RequestCtx) {
-    let (route, upstream) = match ctx.route() {
-        Some((gen, r)) => (&*r.name, &*gen.upstreams[r.upstream].name),
-        None => ("-", "-"),
-    };
+    let (route, upstream) = route_and_upstream(ctx);
     tracing::warn!(
         request_id = %ctx.request_id,
         route,
