@@ -307,3 +307,63 @@ fn an_upgrade_socket_in_a_missing_directory_or_too_long_is_reported_where_writte
     let (ok, text, _d) = with("upgrade.sock");
     assert!(ok, "a socket beside the config is fine:\n{text}");
 }
+
+#[test]
+fn issuer_problems_are_reported_where_they_are_written() {
+    let yaml = "listeners:
+  proxy: \"127.0.0.1:8080\"
+jwt:
+  issuers:
+    - issuer: https://idp.example.com
+      discovery: true
+    - issuer: https://other.example.com
+      jwks_uri: http://other.example.com/jwks
+      audiences: [api]
+    - issuer: https://third.example.com
+      discovery: true
+      jwks_uri: https://third.example.com/jwks
+      audiences: [api]
+    - issuer: https://fourth.example.com
+      discovery: true
+      audiences: [api]
+      algorithms: [HS256]
+      startup: later
+    - issuer: https://idp.example.com
+      discovery: true
+      audiences: [api]
+upstreams:
+  u: { targets: [\"127.0.0.1:1\"] }
+routes:
+  - name: x
+    match: { path: /x }
+    upstream: u
+";
+    let (ok, text, _d) = check(yaml);
+    assert!(!ok);
+    assert_reports(
+        &text,
+        "5:15",
+        "issuer `https://idp.example.com` has no `audiences`",
+    );
+    assert_reports(
+        &text,
+        "8:17",
+        "issuer `https://other.example.com`: `http://other.example.com/jwks` is plain http",
+    );
+    assert_reports(&text, "10:15", "issuer `https://third.example.com` needs exactly one of `discovery: true`, `jwks_uri` or `keys`");
+    assert_reports(
+        &text,
+        "17:20",
+        "issuer `https://fourth.example.com`: HS256 needs a shared secret",
+    );
+    assert_reports(
+        &text,
+        "18:16",
+        "`startup: later` is not known: use `wait` or `lazy`",
+    );
+    assert_reports(
+        &text,
+        "19:15",
+        "issuer `https://idp.example.com` is listed twice (first on line 5)",
+    );
+}
