@@ -79,6 +79,15 @@ fn config_with(backend: &Backend, listeners: &str) -> String {
     - kid: hs
       algorithms: [HS256]
       secret: "{{SECRET}}"
+  # An identity provider that is down: its fetch metrics are exported.
+  issuers:
+    - name: idp
+      issuer: https://idp.invalid
+      jwks_uri: http://127.0.0.1:9/jwks
+      allow_http: loopback
+      audiences: [test-aud]
+      startup: lazy
+      min_refresh: 1s
 upstreams:
   main:
     targets: ["{backend}"]

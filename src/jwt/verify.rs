@@ -363,26 +363,32 @@ impl Verifier {
         Ok((verified, false))
     }
 
-    /// [`verify`](Self::verify), and when a fetched issuer's keys lack the
-    /// token's `kid` (or were not fetched yet), one refetch — single flight,
-    /// behind the issuer's cooldown — and a second try.
-    pub async fn verify_refetching(
-        &self,
-        token: &str,
-    ) -> Result<(Arc<VerifiedToken>, bool), Rejection> {
-        // Only the rejections a refetch can cure cost more than a lookup.
-        match self.verify(token) {
-            Err(Rejection::UnknownKid | Rejection::KeysUnavailable) => {
-                let source = self.issuer_of(token).ok().and_then(|i| match &i.keys {
-                    IssuerKeys::Fetched(source) => Some(source.clone()),
-                    IssuerKeys::Static(_) => None,
-                });
-                match source {
-                    Some(source) if source.refetch_for_unknown_kid().await => self.verify(token),
-                    _ => self.verify(token),
-                }
-            }
-            other => other,
+    /// Before [`verify`](Self::verify): when the token's issuer has fetched
+    /// keys that lack its `kid` (the issuer rotated), or none usable yet,
+    /// one refetch — single flight, behind the issuer's cooldown. Verifies
+    /// nothing and caches nothing; a cached token costs one lookup.
+    pub async fn refetch_keys_for(&self, token: &str) {
+        if self.cache.get(token).is_some() {
+            return;
+        }
+        let Ok(issuer) = self.issuer_of(token) else {
+            return;
+        };
+        let IssuerKeys::Fetched(source) = &issuer.keys else {
+            return;
+        };
+        let kid = token
+            .split('.')
+            .next()
+            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+            .and_then(|h| serde_json::from_slice::<RawHeader>(&h).ok())
+            .and_then(|h| h.kid);
+        let needed = match source.current() {
+            Err(_) => true,
+            Ok(keys) => kid.is_some_and(|kid| keys.by_kid(&kid).is_none()),
+        };
+        if needed {
+            source.refetch_for_unknown_kid().await;
         }
     }
 

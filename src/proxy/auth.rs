@@ -36,7 +36,7 @@ impl Gateway {
             return;
         }
         if let Some(token) = extract_token(&req.headers, gen.token_sources.cookie.as_deref()) {
-            let _ = verifier.verify_refetching(token).await;
+            verifier.refetch_keys_for(token).await;
         }
     }
 
