@@ -116,6 +116,7 @@ fn route_match(c: &mut Criterion) {
             plugins: Default::default(),
             login: None,
             client_cert: Default::default(),
+            issuers: None,
         })
         .collect();
     let router = Router::new(routes);

@@ -228,6 +228,8 @@ pub struct Route {
     pub login: Option<Arc<crate::session::LoginCapture>>,
     /// Client-certificate requirements (`require_client_cert`, `require[].client_cert`).
     pub client_cert: ClientCertRules,
+    /// Issuers whose tokens this route accepts (`issuers`); `None`: any.
+    pub issuers: Option<Vec<Arc<str>>>,
 }
 
 impl Route {
@@ -412,6 +414,7 @@ mod tests {
             plugins: PluginChain::new(Vec::new()),
             login: None,
             client_cert: ClientCertRules::default(),
+            issuers: None,
         };
         assert_eq!(route("/api", None).upstream_path("/API/users"), "/users");
         assert_eq!(route("/api", None).upstream_path("/api"), "/");

@@ -24,6 +24,7 @@ fn route(name: &str, path: PathMatch) -> Route {
         plugins: PluginChain::new(Vec::new()),
         login: None,
         client_cert: Default::default(),
+        issuers: None,
     }
 }
 

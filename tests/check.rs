@@ -367,3 +367,32 @@ routes:
         "issuer `https://idp.example.com` is listed twice (first on line 5)",
     );
 }
+
+#[test]
+fn a_route_accepting_an_unknown_issuer_names_the_known_ones() {
+    let yaml = "listeners:
+  proxy: \"127.0.0.1:8080\"
+jwt:
+  keys:
+    - { kid: k, algorithms: [HS256], secret: \"0123456789abcdef0123456789abcdef\" }
+  issuers:
+    - name: corp
+      issuer: https://idp.example.com
+      discovery: true
+      audiences: [api]
+upstreams:
+  u: { targets: [\"127.0.0.1:1\"] }
+routes:
+  - name: x
+    match: { path: /x }
+    upstream: u
+    issuers: [corp, crop]
+";
+    let (ok, text, _d) = check(yaml);
+    assert!(!ok);
+    assert_reports(
+        &text,
+        "17:21",
+        "route `x` accepts issuer `crop`, which is not configured (known: corp, jwt.keys)",
+    );
+}

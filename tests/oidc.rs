@@ -56,8 +56,13 @@ routes:
     match: {{ path_prefix: /api }}
     upstream: main
     plugins: [identity]
+  - name: only-first
+    match: {{ path_prefix: /only }}
+    upstream: main
+    issuers: [{first}]
 "#,
-        backend = backend.addr()
+        backend = backend.addr(),
+        first = issuers[0].0,
     )
 }
 
@@ -149,10 +154,13 @@ fn a_token_of_one_issuer_signed_with_another_issuers_key_is_refused() {
     let backend = Backend::start("oidc");
     let gw = Gateway::start(&config(&backend, &[("a", &a, ""), ("b", &b, "")]));
     wait_ready(&gw, true);
-    for (p, client) in [(&a, SVC_ADMIN), (&b, SVC_USER)] {
+    for (p, client, only_first) in [(&a, SVC_ADMIN, 200), (&b, SVC_USER, 401)] {
         let token = p.client_credentials(client.id, client.secret, RESOURCE);
         let resp = gw.get("/api/x", &[("Authorization", &bearer(&token))]);
         assert_eq!(resp.status, 200, "{}", resp.body);
+        // A route that accepts issuer `a` only.
+        let resp = gw.get("/only/x", &[("Authorization", &bearer(&token))]);
+        assert_eq!(resp.status, only_first, "{}", resp.body);
     }
     // Claims of issuer A, signed by B's (valid, published) key.
     let forged = b.sign(

@@ -178,6 +178,7 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("jwt.keys[].public_key_file", ""),
     ("jwt.keys[].private_key_file", ""),
     ("jwt.keys[].sign", "false"),
+    ("routes[].issuers", ""),
     ("jwt.issuers[].issuer", ""),
     ("jwt.issuers[].name", "the issuer URL"),
     ("jwt.issuers[].discovery", "false"),

@@ -423,6 +423,9 @@ pub(crate) struct RawRoute {
     pub login: Option<Spanned<RawLogin>>,
     /// Refuse (403) requests without a verified client certificate.
     pub require_client_cert: Option<Spanned<bool>>,
+    /// Accept tokens of these issuers only (`jwt.issuers[].name`, or
+    /// `jwt.keys` for the gateway's own keys); absent: any configured one.
+    pub issuers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -335,6 +335,12 @@ impl Verifier {
         }
     }
 
+    /// Every issuer's name: `jwt.issuers[].name`, and `jwt.keys` for the
+    /// gateway's own keys (what a route's `issuers` may list).
+    pub fn issuer_names(&self) -> impl Iterator<Item = &str> {
+        self.issuers.iter().map(|i| &*i.name)
+    }
+
     /// The fetched key sources, by issuer name (readiness, metrics).
     pub fn key_sources(&self) -> impl Iterator<Item = (&str, &Arc<dyn KeySource>)> {
         self.issuers.iter().filter_map(|i| match &i.keys {

@@ -136,6 +136,18 @@ impl Gateway {
                 .inc();
         };
         match verdict {
+            Ok((verified, _))
+                if route
+                    .issuers
+                    .as_ref()
+                    .is_some_and(|accepted| !accepted.contains(&verified.issuer)) =>
+            {
+                // A valid token, of an issuer this route does not accept.
+                let rejection = crate::jwt::Rejection::UnknownIssuer;
+                labels("fail", rejection.reason());
+                ctx.auth = AuthOutcome::Rejected(rejection.reason());
+                Err(GatewayError::from(rejection))
+            }
             Ok((verified, cached)) => {
                 labels("ok", if cached { "cached" } else { "verified" });
                 if let Some(failed) = route

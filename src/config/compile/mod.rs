@@ -237,6 +237,25 @@ pub(crate) fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigE
             &raw.plugins,
             &read,
         ) {
+            if let Some(list) = &r.issuers {
+                let known: Vec<&str> = verifier
+                    .as_ref()
+                    .map(|v| v.issuer_names().collect())
+                    .unwrap_or_default();
+                for name in &list.value {
+                    if !known.contains(&name.value.as_str()) {
+                        ck.at(
+                            name,
+                            format!(
+                                "route `{}` accepts issuer `{}`, which is not configured (known: {})",
+                                route.name,
+                                name.value,
+                                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                            ),
+                        );
+                    }
+                }
+            }
             if !route.client_cert.is_empty() && !client_certificates {
                 ck.at(
                     &r.name,

@@ -213,6 +213,10 @@ pub(super) fn compile_route(
                 .unwrap_or(defaults::REQUIRE_CLIENT_CERT),
             requirements: cert_requirements,
         },
+        issuers: r
+            .issuers
+            .as_ref()
+            .map(|list| list.value.iter().map(|n| n.value.as_str().into()).collect()),
     })
 }
 
