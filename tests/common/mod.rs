@@ -339,10 +339,10 @@ pub fn parse_raw_response(buf: &[u8]) -> Response {
     parse_response(buf)
 }
 
-/// Reads one answer off a kept-alive connection (`Content-Length` or
-/// chunked framing); `None` at end of stream or on a broken answer.
-pub fn read_next_response(reader: &mut std::io::BufReader<TcpStream>) -> Option<Response> {
-    use std::io::BufRead;
+/// Reads one answer off a kept-alive connection, plain or TLS
+/// (`Content-Length` or chunked framing); `None` at end of stream or on a
+/// broken answer.
+pub fn read_next_response<R: std::io::BufRead>(reader: &mut R) -> Option<Response> {
     let mut status_line = String::new();
     if reader.read_line(&mut status_line).ok()? == 0 {
         return None;
