@@ -37,7 +37,7 @@ pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a
 }
 
 /// Verifies `token` with the generation's keys and refuses tokens of revoked
-/// sessions. The boolean says whether the verification came from the cache.
+/// sessions and revoked tokens of other issuers (`jti`, `sub`, `sid`). The boolean says whether the verification came from the cache.
 pub(crate) fn check(
     verifier: Option<&Verifier>,
     revoked: Option<&RevokedSet>,
@@ -47,9 +47,12 @@ pub(crate) fn check(
     // compile() refuses token routes without keys; keep failing closed.
     let verifier = verifier.ok_or(Rejection::UnknownKid)?;
     let (verified, cached) = verifier.verify(token)?;
-    if let (Some(set), Some(sid)) = (revoked, verified.session_id.as_ref()) {
-        if set.contains(sid) {
+    if let Some(set) = revoked {
+        if verified.session_id.as_ref().is_some_and(|sid| set.contains(sid)) {
             return Err(Rejection::Revoked);
+        }
+        if set.tokens.refuses(&verified.claims) {
+            return Err(Rejection::TokenRevoked);
         }
     }
     Ok((verified, cached))

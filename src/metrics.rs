@@ -21,6 +21,12 @@ pub(crate) const REFRESH_RESULTS: [&str; 10] = [
     "error",
 ];
 
+/// Sources of `token_revocations_total`.
+const TOKEN_REVOCATION_SOURCES: [&str; 2] = ["admin", "backchannel_logout"];
+
+/// Results of `backchannel_logouts_total`.
+const BACKCHANNEL_LOGOUT_RESULTS: [&str; 4] = ["ok", "invalid", "replayed", "unavailable"];
+
 /// Reasons of `sessions_revoked_total` (the store's revoke reasons; a
 /// test in `session::store` keeps the two lists equal).
 pub(crate) const REVOKE_REASONS: [&str; 6] = [
@@ -98,6 +104,13 @@ pub struct Metrics {
     pub auth_logout: IntCounterVec,
     pub sessions_created: IntCounter,
     pub sessions_revoked: IntCounterVec,
+    /// Revocations of other issuers' tokens stored by this node, by kind
+    /// (`jti`, `sub`, `sid`) and source (`admin`, `backchannel_logout`).
+    pub token_revocations: IntCounterVec,
+    /// Token revocations this node enforces (from every node).
+    pub token_revocations_active: IntGauge,
+    /// Back-channel logout requests, by result.
+    pub backchannel_logouts: IntCounterVec,
     pub sessions_active: IntGauge,
     pub refresh_token_reuse_detected: IntCounter,
     pub revocation_propagation: Histogram,
@@ -228,6 +241,27 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
+        let token_revocations = IntCounterVec::new(
+            Opts::new(
+                "token_revocations_total",
+                "Revocations of other issuers' tokens stored by this node, by kind (jti, sub, sid) and source (admin, backchannel_logout)",
+            ),
+            &["kind", "source"],
+        )
+        .expect("static metric definition");
+        let token_revocations_active = IntGauge::new(
+            "token_revocations_active",
+            "Token revocations (jti, sub, sid) this node enforces, made by any node and not yet past their keep-until time",
+        )
+        .expect("static metric definition");
+        let backchannel_logouts = IntCounterVec::new(
+            Opts::new(
+                "backchannel_logouts_total",
+                "OpenID Connect back-channel logout requests, by result (ok, invalid, replayed, unavailable)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         let sessions_active = IntGauge::new(
             "sessions_active",
             "Sessions neither revoked nor expired (refreshed by the cleanup job)",
@@ -307,6 +341,9 @@ impl Metrics {
             Box::new(auth_logout.clone()),
             Box::new(sessions_created.clone()),
             Box::new(sessions_revoked.clone()),
+            Box::new(token_revocations.clone()),
+            Box::new(token_revocations_active.clone()),
+            Box::new(backchannel_logouts.clone()),
             Box::new(sessions_active.clone()),
             Box::new(refresh_token_reuse_detected.clone()),
             Box::new(revocation_propagation.clone()),
@@ -341,6 +378,14 @@ impl Metrics {
         for reason in REVOKE_REASONS {
             sessions_revoked.with_label_values(&[reason]);
         }
+        for kind in crate::revoked::RevocationKind::ALL {
+            for source in TOKEN_REVOCATION_SOURCES {
+                token_revocations.with_label_values(&[kind.as_str(), source]);
+            }
+        }
+        for result in BACKCHANNEL_LOGOUT_RESULTS {
+            backchannel_logouts.with_label_values(&[result]);
+        }
         for version in HTTP_VERSIONS {
             for scheme in ["http", "https"] {
                 requests_by_version.with_label_values(&[version, scheme]);
@@ -361,6 +406,9 @@ impl Metrics {
             auth_logout,
             sessions_created,
             sessions_revoked,
+            token_revocations,
+            token_revocations_active,
+            backchannel_logouts,
             sessions_active,
             refresh_token_reuse_detected,
             revocation_propagation,

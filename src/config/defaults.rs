@@ -43,6 +43,8 @@ pub const ISSUER_MAX_REFRESH: Duration = Duration::from_secs(3600);
 pub const ISSUER_COOLDOWN: Duration = Duration::from_secs(10);
 /// `jwt.issuers[].max_stale`.
 pub const ISSUER_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+/// `jwt.issuers[].max_token_lifetime`.
+pub const ISSUER_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// `jwt.issuers[].fetch_timeout`.
 pub const ISSUER_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// `jwt.issuers[].max_response_size`.
@@ -188,6 +190,8 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("jwt.issuers[].algorithms", "[RS256, ES256]"),
     ("jwt.issuers[].leeway", "30s"),
     ("jwt.issuers[].required_claims", ""),
+    ("jwt.issuers[].max_token_lifetime", "24h"),
+    ("jwt.issuers[].logout_client_ids", ""),
     ("jwt.issuers[].allow_http", ""),
     ("jwt.issuers[].startup", "wait"),
     ("jwt.issuers[].min_refresh", "1m"),
@@ -304,6 +308,7 @@ mod tests {
             ("jwt.issuers[].cooldown", ISSUER_COOLDOWN),
             ("jwt.issuers[].max_stale", ISSUER_MAX_STALE),
             ("jwt.issuers[].fetch_timeout", ISSUER_FETCH_TIMEOUT),
+            ("jwt.issuers[].max_token_lifetime", ISSUER_MAX_TOKEN_LIFETIME),
             ("limits.header_read_timeout", HEADER_READ_TIMEOUT),
             ("limits.body_read_timeout", BODY_READ_TIMEOUT),
             ("limits.keepalive_timeout", KEEPALIVE_TIMEOUT),

@@ -261,6 +261,10 @@ pub(crate) struct RawIssuer {
     pub leeway: Option<HumanDuration>,
     #[serde(default)]
     pub required_claims: Vec<Spanned<String>>,
+    /// Longest `exp - iat` accepted; bounds how long revocations are kept.
+    pub max_token_lifetime: Option<HumanDuration>,
+    /// Client ids back-channel logout tokens may be addressed to (`aud`).
+    pub logout_client_ids: Option<Spanned<OneOrMany>>,
     /// `loopback`: plain http to a loopback address is allowed.
     pub allow_http: Option<Spanned<String>>,
     /// `wait` (default: `/readyz` waits for the keys) or `lazy`.

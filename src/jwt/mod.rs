@@ -23,5 +23,6 @@ pub use keys::{
 pub use mint::{mint, MintError, MintRequest, RESERVED_CLAIMS};
 pub use token::VerifiedToken;
 pub use verify::{
-    IssuerKeys, IssuerPolicy, IssuerSpec, KeySource, Rejection, Verifier, VerifyPolicy,
+    IssuerInfo, IssuerKeys, IssuerPolicy, IssuerSpec, KeySource, LogoutToken, Rejection, Verifier,
+    VerifyPolicy, BACKCHANNEL_LOGOUT_EVENT,
 };

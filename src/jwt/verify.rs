@@ -63,6 +63,10 @@ pub enum Rejection {
     MissingClaim(String),
     /// The token's session (`sid`) has been revoked.
     Revoked,
+    /// The token itself was revoked (by `jti`, `sub` or the IdP's `sid`).
+    TokenRevoked,
+    /// `exp` is further after `iat` than the issuer's `max_token_lifetime`.
+    LifetimeTooLong,
     /// `iss` names no configured issuer (and no `jwt.keys` accept any issuer).
     UnknownIssuer,
     /// The issuer's keys could not be fetched, or are older than `max_stale`.
@@ -84,7 +88,8 @@ impl Rejection {
             Rejection::BadIssuer => "bad_issuer",
             Rejection::BadAudience => "bad_audience",
             Rejection::MissingClaim(_) => "missing_claim",
-            Rejection::Revoked => "revoked",
+            Rejection::Revoked | Rejection::TokenRevoked => "revoked",
+            Rejection::LifetimeTooLong => "lifetime_too_long",
             Rejection::UnknownIssuer => "unknown_issuer",
             Rejection::KeysUnavailable => "keys_unavailable",
         }
@@ -105,6 +110,10 @@ impl Rejection {
             Rejection::BadAudience => "token audience is not accepted".into(),
             Rejection::MissingClaim(c) => format!("token lacks the required `{c}` claim"),
             Rejection::Revoked => "session has been revoked".into(),
+            Rejection::TokenRevoked => "token has been revoked".into(),
+            Rejection::LifetimeTooLong => {
+                "token lifetime (exp - iat) exceeds what its issuer may grant".into()
+            }
             Rejection::UnknownIssuer => "token issuer is not accepted".into(),
             Rejection::KeysUnavailable => {
                 "the issuer's signing keys are unavailable; try again later".into()
@@ -117,6 +126,7 @@ impl Rejection {
 struct RawHeader {
     alg: Option<String>,
     kid: Option<String>,
+    typ: Option<String>,
     crit: Option<Value>,
 }
 
@@ -159,7 +169,45 @@ pub struct IssuerPolicy {
     pub leeway: Duration,
     /// Claims every token must carry (beyond `exp`, and `iss`/`aud` when checked).
     pub required_claims: Vec<String>,
+    /// Longest `exp - iat` accepted (`max_token_lifetime`); tokens must then
+    /// carry `iat`. Bounds how long a revocation must be kept. `None`: no
+    /// bound (the gateway's own keys, whose tokens it mints itself).
+    pub max_lifetime: Option<Duration>,
+    /// Client ids a back-channel logout token's `aud` may name
+    /// (`logout_client_ids`); empty: its logout tokens are refused.
+    pub logout_audiences: Vec<String>,
 }
+
+/// What the admin API needs to know of an issuer to store a revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerInfo {
+    /// `jwt.issuers[].name`.
+    pub name: Arc<str>,
+    /// Its `iss`.
+    pub iss: String,
+    /// How long after a revocation a token issued before it could still be
+    /// valid: `max_token_lifetime` plus leeway.
+    pub revocation_window: Duration,
+}
+
+/// The claims of a back-channel logout token that passed every check of
+/// OpenID Connect Back-Channel Logout 1.0, section 2.6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutToken {
+    /// The issuer that signed it.
+    pub issuer: IssuerInfo,
+    /// Its `jti` (replay protection).
+    pub jti: String,
+    /// The subject logged out, if named.
+    pub sub: Option<String>,
+    /// The IdP session ended, if named.
+    pub sid: Option<String>,
+    /// `exp` (Unix seconds): until when a replay must be recognised.
+    pub exp: u64,
+}
+
+/// The event a logout token's `events` claim must carry.
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 /// One issuer as configured (`jwt.issuers[]`).
 pub struct IssuerSpec {
@@ -179,6 +227,13 @@ struct Issuer {
     keys: IssuerKeys,
     required_claims: Vec<String>,
     validations: HashMap<Algorithm, Validation>,
+    /// `iss` (fetched and listed issuers name exactly one).
+    iss: Option<String>,
+    leeway: Duration,
+    max_lifetime: Option<Duration>,
+    /// Validations for logout tokens (`aud` = a logout client id); empty
+    /// when the issuer has none.
+    logout_validations: HashMap<Algorithm, Validation>,
 }
 
 impl Issuer {
@@ -188,12 +243,40 @@ impl Issuer {
             .iter()
             .map(|alg| (*alg, validation(*alg, &spec.policy)))
             .collect();
+        let logout_validations = if spec.policy.logout_audiences.is_empty() {
+            HashMap::new()
+        } else {
+            let logout_policy = IssuerPolicy {
+                audience: Some(spec.policy.logout_audiences.clone()),
+                ..spec.policy.clone()
+            };
+            spec.algorithms
+                .iter()
+                .map(|alg| {
+                    let mut v = validation(*alg, &logout_policy);
+                    v.set_required_spec_claims(&["exp", "iss", "aud", "iat"]);
+                    (*alg, v)
+                })
+                .collect()
+        };
         Issuer {
             name: spec.name,
             keys: spec.keys,
             required_claims: spec.policy.required_claims,
             validations,
+            iss: spec.policy.issuer.as_ref().and_then(|i| i.first().cloned()),
+            leeway: spec.policy.leeway,
+            max_lifetime: spec.policy.max_lifetime,
+            logout_validations,
         }
+    }
+
+    fn info(&self) -> Option<IssuerInfo> {
+        Some(IssuerInfo {
+            name: self.name.clone(),
+            iss: self.iss.clone()?,
+            revocation_window: self.max_lifetime? + self.leeway + Duration::from_secs(1),
+        })
     }
 }
 
@@ -282,6 +365,8 @@ impl Verifier {
                 audience: policy.audience.clone(),
                 leeway: policy.leeway,
                 required_claims: Vec::new(),
+                max_lifetime: None,
+                logout_audiences: Vec::new(),
             };
             let mut algorithms: Vec<Algorithm> = Vec::new();
             for key in keys.iter() {
@@ -398,6 +483,103 @@ impl Verifier {
         }
     }
 
+    /// A `jwt.issuers` issuer by its `name` or its `iss`, for revocations
+    /// (the gateway's own keys revoke through sessions instead).
+    pub fn revocable_issuer(&self, name_or_iss: &str) -> Option<IssuerInfo> {
+        self.issuers
+            .iter()
+            .filter_map(Issuer::info)
+            .find(|i| &*i.name == name_or_iss || i.iss == name_or_iss)
+    }
+
+    /// Every issuer tokens can be revoked for (see
+    /// [`revocable_issuer`](Self::revocable_issuer)).
+    pub fn revocable_issuers(&self) -> impl Iterator<Item = IssuerInfo> + '_ {
+        self.issuers.iter().filter_map(Issuer::info)
+    }
+
+    /// Checks an OpenID Connect back-channel logout token (section 2.6):
+    /// signed by a key of the issuer its `iss` names with one of the
+    /// issuer's algorithms, `aud` one of its `logout_client_ids`, `iat` and
+    /// `exp` present and `exp` not past, `jti`, an `events` object with the
+    /// back-channel logout event, `sub` and/or `sid`, no `nonce`, and a `typ`
+    /// header, if any, of `logout+jwt` or `JWT`. Replay is the caller's
+    /// check (it needs the store). The error is the text for
+    /// `error_description`; it never quotes the token.
+    pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutToken, String> {
+        if token.len() > self.max_token_size {
+            return Err(format!(
+                "logout token is larger than {} bytes",
+                self.max_token_size
+            ));
+        }
+        let described = |r: Rejection| format!("logout token refused: {}", r.description());
+        let issuer = self.issuer_of(token).map_err(described)?;
+        if issuer.logout_validations.is_empty() {
+            return Err(
+                "back-channel logout is not enabled for this issuer (no `logout_client_ids`)"
+                    .into(),
+            );
+        }
+        let info = issuer.info().ok_or_else(|| {
+            "back-channel logout is not enabled for this issuer (no `logout_client_ids`)"
+                .to_string()
+        })?;
+        if let IssuerKeys::Fetched(source) = &issuer.keys {
+            // A logout signed with a key the gateway has not fetched yet.
+            let kid = header_of(token).ok().and_then(|h| h.kid);
+            let needed = match source.current() {
+                Err(_) => true,
+                Ok(keys) => kid.is_some_and(|kid| keys.by_kid(&kid).is_none()),
+            };
+            if needed {
+                source.refetch_for_unknown_kid().await;
+            }
+        }
+        let header = header_of(token).map_err(described)?;
+        match header.typ.as_deref() {
+            None => {}
+            Some(t) if t.eq_ignore_ascii_case("logout+jwt") || t.eq_ignore_ascii_case("JWT") => {}
+            Some(_) => return Err("logout token has the wrong `typ` (expected logout+jwt)".into()),
+        }
+        let alg = algorithm_of(&header).map_err(described)?;
+        let claims = self
+            .decode_for(token, issuer, &header, alg, &issuer.logout_validations)
+            .map_err(described)?;
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        let events_ok = claims
+            .get("events")
+            .and_then(Value::as_object)
+            .and_then(|e| e.get(BACKCHANNEL_LOGOUT_EVENT))
+            .is_some_and(Value::is_object);
+        if !events_ok {
+            return Err(format!(
+                "logout token lacks the `events` claim with `{BACKCHANNEL_LOGOUT_EVENT}`"
+            ));
+        }
+        if claims.contains_key("nonce") {
+            return Err("logout token must not carry a `nonce`".into());
+        }
+        let jti = text("jti")
+            .filter(|j| !j.is_empty())
+            .ok_or("logout token lacks `jti`")?;
+        let (sub, sid) = (text("sub"), text("sid"));
+        if sub.is_none() && sid.is_none() {
+            return Err("logout token names neither `sub` nor `sid`".into());
+        }
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or("logout token lacks `exp`")?;
+        Ok(LogoutToken {
+            issuer: info,
+            jti,
+            sub,
+            sid,
+            exp,
+        })
+    }
+
     /// The issuer a token's `iss` names, or the gateway's own keys.
     fn issuer_of(&self, token: &str) -> Result<&Issuer, Rejection> {
         let payload_b64 = token
@@ -418,32 +600,23 @@ impl Verifier {
     }
 
     fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, Rejection> {
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(_), Some(_), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(Rejection::Malformed("expected three dot-separated parts"));
-        };
-        let header_json = URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| Rejection::Malformed("header is not base64url"))?;
-        let header: RawHeader = serde_json::from_slice(&header_json)
-            .map_err(|_| Rejection::Malformed("header is not a JSON object"))?;
-        if header.crit.is_some() {
-            return Err(Rejection::Malformed(
-                "critical header extensions are not supported",
-            ));
-        }
-        let alg_name = header
-            .alg
-            .ok_or(Rejection::Malformed("header has no `alg`"))?;
-        let alg = parse_algorithm(&alg_name).map_err(|e| match e {
-            KeyError::NoneAlgorithm => {
-                Rejection::BadAlgorithm("algorithm `none` is not accepted".into())
-            }
-            _ => Rejection::BadAlgorithm("token algorithm is not supported".into()),
-        })?;
+        let header = header_of(token)?;
+        let alg = algorithm_of(&header)?;
         let issuer = self.issuer_of(token)?;
+        let claims = self.decode_for(token, issuer, &header, alg, &issuer.validations)?;
+        verified(claims, issuer, alg)
+    }
+
+    /// The signature check with `issuer`'s keys (the `kid`'s, or without
+    /// one each key allowing `alg`) and the claim checks of `validations`.
+    fn decode_for(
+        &self,
+        token: &str,
+        issuer: &Issuer,
+        header: &RawHeader,
+        alg: Algorithm,
+        validations: &HashMap<Algorithm, Validation>,
+    ) -> Result<Map<String, Value>, Rejection> {
         let fetched;
         let keys: &KeySet = match &issuer.keys {
             IssuerKeys::Static(keys) => keys,
@@ -452,17 +625,27 @@ impl Verifier {
                 &fetched
             }
         };
-
-        match header.kid {
+        let validation = validations.get(&alg).ok_or_else(|| {
+            Rejection::BadAlgorithm(format!(
+                "algorithm {} is not allowed for this issuer",
+                algorithm_name(alg)
+            ))
+        })?;
+        let decode = |key: &Key| {
+            jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, validation)
+                .map(|data| data.claims)
+                .map_err(|e| map_error(e.kind()))
+        };
+        match &header.kid {
             Some(kid) => {
-                let (_, key) = keys.by_kid(&kid).ok_or(Rejection::UnknownKid)?;
+                let (_, key) = keys.by_kid(kid).ok_or(Rejection::UnknownKid)?;
                 if !key.algorithms.contains(&alg) {
                     return Err(Rejection::BadAlgorithm(format!(
                         "algorithm {} is not allowed for this key",
                         algorithm_name(alg)
                     )));
                 }
-                decode_with(token, issuer, key, alg)
+                decode(key)
             }
             None => {
                 // No kid: try each key that allows this algorithm. A failure other
@@ -473,7 +656,7 @@ impl Verifier {
                     algorithm_name(alg)
                 ));
                 for (_, key) in keys.accepting(alg) {
-                    match decode_with(token, issuer, key, alg) {
+                    match decode(key) {
                         Err(Rejection::BadSignature) => outcome = Rejection::BadSignature,
                         result => return result,
                     }
@@ -484,21 +667,46 @@ impl Verifier {
     }
 }
 
-fn decode_with(
-    token: &str,
+/// The token's JOSE header.
+fn header_of(token: &str) -> Result<RawHeader, Rejection> {
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Rejection::Malformed("expected three dot-separated parts"));
+    };
+    let header_json = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .map_err(|_| Rejection::Malformed("header is not base64url"))?;
+    let header: RawHeader = serde_json::from_slice(&header_json)
+        .map_err(|_| Rejection::Malformed("header is not a JSON object"))?;
+    if header.crit.is_some() {
+        return Err(Rejection::Malformed(
+            "critical header extensions are not supported",
+        ));
+    }
+    Ok(header)
+}
+
+/// The header's `alg`, refusing `none` and unsupported ones.
+fn algorithm_of(header: &RawHeader) -> Result<Algorithm, Rejection> {
+    let alg_name = header
+        .alg
+        .as_deref()
+        .ok_or(Rejection::Malformed("header has no `alg`"))?;
+    parse_algorithm(alg_name).map_err(|e| match e {
+        KeyError::NoneAlgorithm => Rejection::BadAlgorithm("algorithm `none` is not accepted".into()),
+        _ => Rejection::BadAlgorithm("token algorithm is not supported".into()),
+    })
+}
+
+/// The checks past the signature (`exp` as a number, the issuer's required
+/// claims, its lifetime bound), then the verified token.
+fn verified(
+    claims: Map<String, Value>,
     issuer: &Issuer,
-    key: &Key,
     alg: Algorithm,
 ) -> Result<VerifiedToken, Rejection> {
-    let validation = issuer.validations.get(&alg).ok_or_else(|| {
-        Rejection::BadAlgorithm(format!(
-            "algorithm {} is not allowed for this issuer",
-            algorithm_name(alg)
-        ))
-    })?;
-    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, validation)
-        .map_err(|e| map_error(e.kind()))?;
-    let claims = data.claims;
     let exp = claims
         .get("exp")
         .and_then(Value::as_u64)
@@ -510,6 +718,19 @@ fn decode_with(
     {
         return Err(Rejection::MissingClaim(missing.clone()));
     }
+    if let Some(max) = issuer.max_lifetime {
+        let iat = claims
+            .get("iat")
+            .and_then(Value::as_u64)
+            .ok_or(Rejection::MissingClaim("iat".into()))?;
+        if exp.saturating_sub(iat) > max.as_secs() {
+            return Err(Rejection::LifetimeTooLong);
+        }
+    }
+    let leeway_secs = issuer
+        .validations
+        .get(&alg)
+        .map_or(issuer.leeway.as_secs(), |v| v.leeway);
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
     let claims_json = serde_json::to_vec(&claims).unwrap_or_else(|_| b"{}".to_vec());
     Ok(VerifiedToken {
@@ -518,7 +739,7 @@ fn decode_with(
         session_id: text("sid").and_then(|s| uuid::Uuid::parse_str(&s).ok()),
         sid: text("sid"),
         exp,
-        leeway_secs: validation.leeway,
+        leeway_secs,
         issuer: issuer.name.clone(),
         claims,
     })

@@ -18,7 +18,9 @@ use tokio::runtime::Runtime;
 use uuid::Uuid;
 
 use super::breaker::{BreakerState, StoreBreaker};
-use super::store::{self, RevocationEvent, RevokeReason, SessionStore, StoreError, Timestamp};
+use super::store::{
+    self, RevocationEvent, RevokeReason, SessionStore, StoreError, Timestamp, TokenRevocation,
+};
 use super::SessionSettings;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -92,6 +94,14 @@ impl SessionService {
         for (id, at) in loaded {
             service.revoked.insert(id, keep_until(at, keep));
         }
+        let now = Timestamp::now();
+        let tokens = service
+            .runtime
+            .block_on(service.store.token_revocations(Timestamp::MIN, now))?;
+        for revocation in &tokens {
+            service.revoked.tokens.insert(revocation);
+        }
+        service.set_token_revocation_gauge();
         Ok(service)
     }
 
@@ -201,6 +211,37 @@ impl SessionService {
             .inc_by(ids.len() as u64);
     }
 
+    /// Records a token revocation this node stored: into the set at once,
+    /// and into the metrics (`source`: `admin` or `backchannel_logout`).
+    pub fn tokens_revoked_here(&self, revocation: &TokenRevocation, source: &str) {
+        self.revoked.tokens.insert(revocation);
+        self.metrics
+            .token_revocations
+            .with_label_values(&[revocation.kind.as_str(), source])
+            .inc();
+        self.set_token_revocation_gauge();
+    }
+
+    fn set_token_revocation_gauge(&self) {
+        self.metrics
+            .token_revocations_active
+            .set(self.revoked.tokens.len() as i64);
+    }
+
+    /// A token revocation learnt from another node (or polled): into the
+    /// set; the propagation delay is observed only when it was news.
+    fn learned_tokens(&self, revocation: &TokenRevocation) {
+        if self.revoked.tokens.insert(revocation) {
+            let at = Timestamp::from_unix_millis(revocation.revoked_at_ms);
+            self.metrics.revocation_propagation.observe(
+                Timestamp::now()
+                    .saturating_duration_since(at)
+                    .as_secs_f64(),
+            );
+            self.set_token_revocation_gauge();
+        }
+    }
+
     /// Starts the background work on the session runtime: the revocation
     /// listener (Postgres), the revocation poll, the cleanup job and the
     /// store probe that watches for outages and closes the breaker after
@@ -271,8 +312,10 @@ impl SessionService {
                         }
                     }
                 }
+                RevocationEvent::Tokens(revocation) => self.learned_tokens(&revocation),
                 RevocationEvent::Resync => {
                     self.load_recent(&settings, None).await;
+                    self.load_token_revocations(Timestamp::MIN).await;
                 }
             }
         }
@@ -299,6 +342,25 @@ impl SessionService {
         }
     }
 
+    /// Loads the token revocations made since `since` that are still kept.
+    async fn load_token_revocations(&self, since: Timestamp) -> bool {
+        match self.store.token_revocations(since, Timestamp::now()).await {
+            Ok(rows) => {
+                for revocation in &rows {
+                    self.learned_tokens(revocation);
+                }
+                true
+            }
+            Err(e) => {
+                if e.is_unavailable() {
+                    self.store_down(&e);
+                }
+                tracing::debug!(error = %e, "token revocation poll failed; keeping the last known set");
+                false
+            }
+        }
+    }
+
     async fn poll_revocations(self: Arc<Self>, state: CurrentSettings) {
         let mut last = Timestamp::now();
         loop {
@@ -318,11 +380,15 @@ impl SessionService {
             // Overlap: revoked_at comes from the revoking node's clock and the
             // row may commit after it was stamped.
             let since = last.saturating_sub(interval + Duration::from_secs(5));
-            if self.load_recent(&settings, Some(since)).await {
+            let sessions = self.load_recent(&settings, Some(since)).await;
+            if self.load_token_revocations(since).await && sessions {
                 last = started;
             }
-            self.revoked
-                .prune(Timestamp::now().unix_seconds().max(0) as u64);
+            let now_secs = Timestamp::now().unix_seconds().max(0) as u64;
+            self.revoked.prune(now_secs);
+            if self.revoked.tokens.prune(now_secs) > 0 {
+                self.set_token_revocation_gauge();
+            }
         }
     }
 

@@ -197,6 +197,12 @@ fn compile_issuer(
             }
         }
     }
+    if raw.max_token_lifetime.is_some_and(|d| d.0.is_zero()) {
+        ck.at(
+            &raw.issuer,
+            format!("issuer `{iss}`: `max_token_lifetime` must be longer than zero (the longest `exp - iat` its tokens may have, e.g. 1h)"),
+        );
+    }
     let policy = IssuerPolicy {
         issuer: Some(vec![iss.clone()]),
         audience: Some(audiences),
@@ -206,6 +212,16 @@ fn compile_issuer(
             .iter()
             .map(|c| c.value.clone())
             .collect(),
+        max_lifetime: Some(
+            raw.max_token_lifetime
+                .map(|d| d.0)
+                .unwrap_or(defaults::ISSUER_MAX_TOKEN_LIFETIME),
+        ),
+        logout_audiences: raw
+            .logout_client_ids
+            .as_ref()
+            .map(|ids| ids.value.clone().into_vec())
+            .unwrap_or_default(),
     };
     let keys = if fetched {
         let allow_loopback_http = match &raw.allow_http {

@@ -32,6 +32,8 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+pub use crate::revoked::{RevocationKind, TokenRevocation};
+
 pub use postgres::{PostgresStore, REVOCATION_CHANNEL};
 pub use sqlite::SqliteStore;
 pub use timestamp::Timestamp;
@@ -226,10 +228,12 @@ pub enum RefreshOutcome {
 }
 
 /// A revocation learnt from another gateway node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RevocationEvent {
     /// This session was revoked (by any node, this one included).
     Revoked(Uuid),
+    /// Tokens of another issuer were revoked (by any node, this one included).
+    Tokens(TokenRevocation),
     /// The notification connection was lost and is listening again;
     /// revocations made meanwhile were missed, so reload them with
     /// [`SessionStore::revoked_since`].
@@ -506,7 +510,8 @@ pub trait SessionStore: Send + Sync {
     /// Deletes, in one transaction, sessions that expired at or before
     /// `expired_before` or were revoked before `revoked_before` (with all
     /// their refresh tokens), and refresh tokens expired at or before
-    /// `expired_before`. Never touches an active session. Keep
+    /// `expired_before`, and token revocations and logout-token records kept
+    /// until before `expired_before`. Never touches an active session. Keep
     /// `revoked_before` at least one access-token lifetime in the past so
     /// other nodes can still load the revocation. Returns the number of
     /// session and token rows deleted.
@@ -515,6 +520,33 @@ pub trait SessionStore: Send + Sync {
         expired_before: Timestamp,
         revoked_before: Timestamp,
     ) -> Result<u64, StoreError>;
+
+    /// Stores a revocation of other issuers' tokens — a known one (same
+    /// issuer, kind and value) keeps the later of both revocation and
+    /// keep-until times — and announces it to every node (Postgres);
+    /// returns the revocation now in force.
+    async fn revoke_tokens(&self, revocation: TokenRevocation)
+        -> Result<TokenRevocation, StoreError>;
+
+    /// Token revocations made at or after `since` and kept at least until
+    /// `now`, oldest first: to load them at start, after a lost
+    /// notification connection and when polling.
+    async fn token_revocations(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<TokenRevocation>, StoreError>;
+
+    /// Records the `jti` of a back-channel logout token of issuer `iss`,
+    /// remembered until `keep_until`; `false` when it was recorded before
+    /// (a replay).
+    async fn use_logout_token(
+        &self,
+        iss: &str,
+        jti: &str,
+        now: Timestamp,
+        keep_until: Timestamp,
+    ) -> Result<bool, StoreError>;
 
     /// Sessions neither revoked nor expired at `now` (the `sessions_active`
     /// gauge).
@@ -639,6 +671,21 @@ pub(crate) fn decide(
         None if rotate => Decision::Rotate { generation: next },
         None => Decision::Keep,
     }
+}
+
+/// A [`TokenRevocation`] from its columns (an unknown kind is corrupt).
+pub(crate) fn token_revocation_from_columns(
+    (kind, iss, value, revoked_at_ms, keep_until_ms): (String, String, String, i64, i64),
+) -> Result<TokenRevocation, StoreError> {
+    let kind = RevocationKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown token revocation kind `{kind}`")))?;
+    Ok(TokenRevocation {
+        kind,
+        iss,
+        value,
+        revoked_at_ms,
+        keep_until_ms,
+    })
 }
 
 /// Builds a [`Session`] from stored columns, rejecting shapes the gateway

@@ -22,13 +22,13 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    decide, migrations, redact_url, session_from_columns, Decision, NewSession, PoolSettings,
-    RefreshOutcome, RevocationEvent, RevokeReason, Session, SessionStore, StoreError, Timestamp,
-    TokenState,
+    decide, migrations, redact_url, session_from_columns, token_revocation_from_columns, Decision,
+    NewSession, PoolSettings, RefreshOutcome, RevocationEvent, RevokeReason, Session, SessionStore,
+    StoreError, Timestamp, TokenRevocation, TokenState,
 };
 
 /// The `LISTEN/NOTIFY` channel revocations are announced on; the payload is
-/// the revoked session's id.
+/// the revoked session's id, or a [`TokenRevocation`] as JSON (an object).
 pub const REVOCATION_CHANNEL: &str = "portcullis_revocations";
 
 /// Advisory-lock key serialising migrations across gateway processes
@@ -656,8 +656,103 @@ impl SessionStore for PostgresStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        let mut others = 0;
+        for table in ["portcullis_token_revocations", "portcullis_logout_tokens"] {
+            others += sqlx::query(&format!(
+                "DELETE FROM {table} WHERE keep_until < {}",
+                ts!(1)
+            ))
+            .bind(expired_before.unix_millis())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
         tx.commit().await?;
-        Ok(tokens + sessions)
+        Ok(tokens + sessions + others)
+    }
+
+    async fn revoke_tokens(
+        &self,
+        revocation: TokenRevocation,
+    ) -> Result<TokenRevocation, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row: (String, String, String, i64, i64) = sqlx::query_as(concat!(
+            "INSERT INTO portcullis_token_revocations AS r (kind, iss, value, revoked_at, keep_until) VALUES ($1, $2, $3, ",
+            ts!(4),
+            ", ",
+            ts!(5),
+            ") ON CONFLICT (iss, kind, value) DO UPDATE SET",
+            " revoked_at = GREATEST(r.revoked_at, EXCLUDED.revoked_at),",
+            " keep_until = GREATEST(r.keep_until, EXCLUDED.keep_until)",
+            " RETURNING kind, iss, value, ",
+            ms!("revoked_at"),
+            ", ",
+            ms!("keep_until")
+        ))
+        .bind(revocation.kind.as_str())
+        .bind(&revocation.iss)
+        .bind(&revocation.value)
+        .bind(revocation.revoked_at_ms)
+        .bind(revocation.keep_until_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        let stored = token_revocation_from_columns(row)?;
+        let payload = serde_json::to_string(&stored)
+            .map_err(|e| StoreError::Corrupt(format!("cannot announce a revocation: {e}")))?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(REVOCATION_CHANNEL)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn token_revocations(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<TokenRevocation>, StoreError> {
+        let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(concat!(
+            "SELECT kind, iss, value, ",
+            ms!("revoked_at"),
+            ", ",
+            ms!("keep_until"),
+            " FROM portcullis_token_revocations WHERE revoked_at >= ",
+            ts!(1),
+            " AND keep_until >= ",
+            ts!(2),
+            " ORDER BY revoked_at, iss, kind, value"
+        ))
+        .bind(since.unix_millis())
+        .bind(now.unix_millis())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(token_revocation_from_columns).collect()
+    }
+
+    async fn use_logout_token(
+        &self,
+        iss: &str,
+        jti: &str,
+        now: Timestamp,
+        keep_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO portcullis_logout_tokens (iss, jti, used_at, keep_until) VALUES ($1, $2, ",
+            ts!(3),
+            ", ",
+            ts!(4),
+            ") ON CONFLICT (iss, jti) DO NOTHING"
+        ))
+        .bind(iss)
+        .bind(jti)
+        .bind(now.unix_millis())
+        .bind(keep_until.unix_millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
@@ -722,6 +817,19 @@ async fn forward_revocations(mut listener: PgListener, events: mpsc::Sender<Revo
             received = listener.try_recv() => received,
         };
         let event = match received {
+            Ok(Some(notification)) if notification.payload().starts_with('{') => {
+                match serde_json::from_str::<TokenRevocation>(notification.payload()) {
+                    Ok(revocation) => RevocationEvent::Tokens(revocation),
+                    Err(error) => {
+                        tracing::warn!(
+                            channel = REVOCATION_CHANNEL,
+                            %error,
+                            "ignoring a token revocation notification that cannot be read"
+                        );
+                        continue;
+                    }
+                }
+            }
             Ok(Some(notification)) => match Uuid::parse_str(notification.payload()) {
                 Ok(id) => RevocationEvent::Revoked(id),
                 Err(_) => {

@@ -19,8 +19,9 @@ use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
-    decide, migrations, redact_url, session_from_columns, Decision, NewSession, PoolSettings,
-    RefreshOutcome, RevokeReason, Session, SessionStore, StoreError, Timestamp, TokenState,
+    decide, migrations, redact_url, session_from_columns, token_revocation_from_columns, Decision,
+    NewSession, PoolSettings, RefreshOutcome, RevokeReason, Session, SessionStore, StoreError,
+    Timestamp, TokenRevocation, TokenState,
 };
 
 /// How long a writer waits for another one before giving up with
@@ -516,8 +517,77 @@ impl SessionStore for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        let mut others = 0;
+        for table in ["portcullis_token_revocations", "portcullis_logout_tokens"] {
+            others += sqlx::query(&format!("DELETE FROM {table} WHERE keep_until < ?"))
+                .bind(expired_before.unix_millis())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
         tx.commit().await?;
-        Ok(tokens + sessions)
+        Ok(tokens + sessions + others)
+    }
+
+    async fn revoke_tokens(
+        &self,
+        revocation: TokenRevocation,
+    ) -> Result<TokenRevocation, StoreError> {
+        // One statement is one transaction.
+        let row: (String, String, String, i64, i64) = sqlx::query_as(
+            "INSERT INTO portcullis_token_revocations AS r (kind, iss, value, revoked_at, keep_until)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (iss, kind, value) DO UPDATE SET
+               revoked_at = max(r.revoked_at, excluded.revoked_at),
+               keep_until = max(r.keep_until, excluded.keep_until)
+             RETURNING kind, iss, value, revoked_at, keep_until",
+        )
+        .bind(revocation.kind.as_str())
+        .bind(&revocation.iss)
+        .bind(&revocation.value)
+        .bind(revocation.revoked_at_ms)
+        .bind(revocation.keep_until_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        token_revocation_from_columns(row)
+    }
+
+    async fn token_revocations(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<TokenRevocation>, StoreError> {
+        let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT kind, iss, value, revoked_at, keep_until FROM portcullis_token_revocations
+             WHERE revoked_at >= ? AND keep_until >= ?
+             ORDER BY revoked_at, iss, kind, value",
+        )
+        .bind(since.unix_millis())
+        .bind(now.unix_millis())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(token_revocation_from_columns).collect()
+    }
+
+    async fn use_logout_token(
+        &self,
+        iss: &str,
+        jti: &str,
+        now: Timestamp,
+        keep_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO portcullis_logout_tokens (iss, jti, used_at, keep_until)
+             VALUES (?, ?, ?, ?) ON CONFLICT (iss, jti) DO NOTHING",
+        )
+        .bind(iss)
+        .bind(jti)
+        .bind(now.unix_millis())
+        .bind(keep_until.unix_millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {

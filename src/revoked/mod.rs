@@ -9,12 +9,19 @@
 //! caller-given time (the expiry of the last access token the session could
 //! have issued, plus the verifier's leeway); after that, token expiry alone
 //! rejects the session's tokens and [`RevokedSet::prune`] can forget it.
+//!
+//! Tokens of other issuers are revoked by `jti`, `sub` or `sid` instead
+//! ([`tokens`], in [`RevokedSet::tokens`]).
+
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use uuid::Uuid;
+
+pub use tokens::{RevocationKind, TokenRevocation, TokenRevocations};
 
 /// Number of independently locked shards.
 const SHARDS: usize = 16;
@@ -27,6 +34,8 @@ pub struct RevokedSet {
     /// Entries across all shards, updated under the owning shard's write
     /// lock; lets `contains` skip the locks entirely while the set is empty.
     count: AtomicUsize,
+    /// Revocations of other issuers' tokens.
+    pub tokens: TokenRevocations,
 }
 
 impl Default for RevokedSet {
@@ -41,8 +50,10 @@ impl RevokedSet {
         RevokedSet {
             shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
             count: AtomicUsize::new(0),
+            tokens: TokenRevocations::default(),
         }
     }
+
 
     /// Marks `sid` revoked until `keep_until_unix_secs` (inclusive). Returns
     /// `true` when `sid` was not already in the set; if it was, the later of
