@@ -81,7 +81,7 @@ impl ServeHttp for AdminApp {
             session.set_keepalive(None);
         }
         let path = session.req_header().uri.path().to_owned();
-        if path == admin_api::PREFIX || path.starts_with("/admin/sessions/") {
+        if admin_api::serves(&path) {
             let gen = self.state.load_full();
             let reply = admin_api::handle(
                 gen.sessions.as_deref(),

@@ -238,6 +238,17 @@ pub(crate) enum GatewayError {
     },
     /// 404: no active session with that id.
     AdminSessionNotFound,
+    /// 400: a token revocation the admin API cannot store (what is wrong).
+    InvalidRevocation {
+        /// What to fix, for the caller.
+        detail: String,
+    },
+    /// 400: a back-channel logout token failed a check of the spec (the
+    /// `error_description`); `error` is `invalid_request` as the spec asks.
+    LogoutTokenRefused {
+        /// Which check failed; never quotes the token.
+        description: String,
+    },
 
     // ---- Upstream ----
     /// 502: connecting to or exchanging with the upstream failed.
@@ -301,6 +312,7 @@ impl GatewayError {
             AdminPathUnknown => 404,
             InvalidSubject { .. } => 400,
             AdminSessionNotFound => 404,
+            InvalidRevocation { .. } | LogoutTokenRefused { .. } => 400,
             UpstreamUnreachable | UpstreamNoAnswer | LoginAnswerTooLarge | LoginUnusable => 502,
             UpstreamUnavailable => 503,
             UpstreamTimeout => 504,
@@ -336,6 +348,8 @@ impl GatewayError {
             MethodNotAllowed { .. } | AdminMethodNotAllowed => "method_not_allowed",
             InvalidSessionId => "invalid_session_id",
             SessionNotFound | AdminSessionNotFound => "session_not_found",
+            InvalidRevocation { .. } => "invalid_revocation",
+            LogoutTokenRefused { .. } => "invalid_request",
             RateLimited { .. } => "rate_limited",
             StoreUnavailable { .. } => "session_store_unavailable",
             StoreFailed | SigningKeyMissing | SigningFailed | Internal => "internal_error",
@@ -438,13 +452,15 @@ impl GatewayError {
             AdminApiDisabled => "The admin session API is disabled: set `sessions.admin_token`",
             AdminUnauthorized => "A valid admin token is required",
             AdminMethodNotAllowed => {
-                "Use POST/GET/DELETE /admin/sessions or DELETE /admin/sessions/{id}"
+                "Use POST/GET/DELETE /admin/sessions, DELETE /admin/sessions/{id} or POST/GET /admin/revocations"
             }
             AdminPathUnknown => "unknown admin path",
             InvalidSubject { max } => {
                 return format!("`subject` is required (1 to {max} characters)").into()
             }
             AdminSessionNotFound => "Session not found or already revoked",
+            InvalidRevocation { detail } => return format!("Revocation refused: {detail}").into(),
+            LogoutTokenRefused { description } => return description.clone().into(),
             UpstreamUnreachable => "The upstream could not be reached",
             UpstreamNoAnswer => "The upstream sent no answer",
             LoginAnswerTooLarge => "The login answer of the upstream is too large",
@@ -489,6 +505,8 @@ impl GatewayError {
             MethodNotAllowed { .. } | AdminMethodNotAllowed => "method_not_allowed",
             InvalidSessionId => "invalid_session_id",
             SessionNotFound | AdminSessionNotFound => "session_not_found",
+            InvalidRevocation { .. } => "invalid_revocation",
+            LogoutTokenRefused { .. } => "logout_token_refused",
             RateLimited { .. } => "rate_limited",
             StoreUnavailable { .. } => "session_store_unavailable",
             StoreFailed => "session_store_error",
@@ -967,6 +985,24 @@ mod tests {
                 "session_not_found",
                 5,
             ),
+            (
+                InvalidRevocation {
+                    detail: "name exactly one of jti, sub, sid".into(),
+                },
+                400,
+                "invalid_revocation",
+                "invalid_revocation",
+                3,
+            ),
+            (
+                LogoutTokenRefused {
+                    description: "logout token lacks `jti`".into(),
+                },
+                400,
+                "invalid_request",
+                "logout_token_refused",
+                3,
+            ),
             // Upstream
             (
                 UpstreamUnreachable,
@@ -1075,13 +1111,15 @@ mod tests {
             Internal => 51,
             HttpStatus(_) => 52,
             ClientCertificateRequired => 53,
+            InvalidRevocation { .. } => 54,
+            LogoutTokenRefused { .. } => 55,
         }
     }
 
     #[test]
     fn every_variant_has_its_status_code_reason_and_grpc_status() {
         let table = table();
-        let mut seen = [false; 54];
+        let mut seen = [false; 56];
         for (error, status, code, reason, grpc) in &table {
             seen[variant_index(error)] = true;
             let got = (

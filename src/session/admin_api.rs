@@ -1,7 +1,8 @@
 //! The admin session API on the admin listener, for trusted services:
 //! open a session for a subject (returns its tokens), list a subject's
-//! sessions, revoke one or all. Guarded by `sessions.admin_token`, compared
-//! in constant time through its SHA-256.
+//! sessions, revoke one or all; and revoke tokens of other issuers by `jti`,
+//! `sub` or `sid` (`/admin/revocations`). Guarded by `sessions.admin_token`,
+//! compared in constant time through its SHA-256.
 
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Map, Value};
@@ -10,20 +11,34 @@ use uuid::Uuid;
 
 use super::handlers::{session_json, AuthApi, SessionDraft};
 use super::request::{json_object, read_body, string_field, truncate};
-use super::store::{hash_refresh_token, RevokeReason, Timestamp};
+use super::store::{
+    hash_refresh_token, RevocationKind, RevokeReason, Timestamp, TokenRevocation,
+};
 use super::{SessionService, SessionSettings};
 use crate::error::GatewayError;
-use crate::jwt::Verifier;
+use crate::jwt::{IssuerInfo, Verifier};
 use crate::metrics::Metrics;
 use crate::reply::Reply;
 
 /// Path prefix of the admin session API.
 pub(crate) const PREFIX: &str = "/admin/sessions";
 
+/// Path of the token revocation API.
+pub(crate) const REVOCATIONS: &str = "/admin/revocations";
+
+/// Longest `jti`, `sub` or `sid` value a revocation accepts (the store
+/// announces revocations in NOTIFY payloads, which are capped at 8000 bytes).
+pub(crate) const MAX_REVOKED_VALUE: usize = 1024;
+
+/// Whether `path` is answered by [`handle`].
+pub(crate) fn serves(path: &str) -> bool {
+    path == PREFIX || path.starts_with("/admin/sessions/") || path == REVOCATIONS
+}
+
 /// Longest subject accepted (matches what login interception stores).
 const MAX_SUBJECT: usize = 256;
 
-/// Answers `/admin/sessions[/{id}]`.
+/// Answers `/admin/sessions[/{id}]` and `/admin/revocations`.
 pub(crate) async fn handle(
     settings: Option<&SessionSettings>,
     verifier: Option<&Verifier>,
@@ -53,6 +68,15 @@ pub(crate) async fn handle(
     let path = session.req_header().uri.path().to_owned();
     let method = session.req_header().method.clone();
     let subject = query_param(session.req_header().uri.query().unwrap_or(""), "subject");
+    if path == REVOCATIONS {
+        let query = session.req_header().uri.query().unwrap_or("").to_owned();
+        let result = match method.as_str() {
+            "POST" => revoke_tokens(verifier, max_body_size, service, session).await,
+            "GET" => list_revocations(verifier, service, query_param(&query, "issuer")).await,
+            _ => Err(GatewayError::AdminMethodNotAllowed),
+        };
+        return result.unwrap_or_else(GatewayError::into_reply);
+    }
     let rest = path.strip_prefix(PREFIX).unwrap_or("");
     let result = match (method.as_str(), rest) {
         ("POST", "") => create(verifier, max_body_size, settings, service, metrics, session).await,
@@ -183,6 +207,127 @@ async fn revoke_one(
     ))
 }
 
+/// `POST /admin/revocations` `{"issuer": name or iss, "jti"|"sub"|"sid": value}`:
+/// stores the revocation, enforces it here at once and announces it to the
+/// other nodes. Kept for the issuer's `max_token_lifetime` plus leeway.
+async fn revoke_tokens(
+    verifier: Option<&Verifier>,
+    max_body_size: usize,
+    service: &SessionService,
+    session: &mut ServerSession,
+) -> Result<Reply, GatewayError> {
+    let body = read_body(session, max_body_size).await?;
+    let parsed = json_object(&session.req_header().headers, &body)?;
+    let invalid = |detail: String| GatewayError::InvalidRevocation { detail };
+    let issuer_field = string_field(parsed.as_ref(), "issuer")?
+        .ok_or_else(|| invalid("`issuer` is required: a `jwt.issuers` name or its `iss`".into()))?;
+    let issuer = resolve_issuer(verifier, issuer_field)?;
+    let mut named = Vec::new();
+    for kind in RevocationKind::ALL {
+        if let Some(value) = string_field(parsed.as_ref(), kind.as_str())? {
+            named.push((kind, value));
+        }
+    }
+    let [(kind, value)] = named[..] else {
+        return Err(invalid(
+            "name exactly one of `jti`, `sub` or `sid` (a non-empty string)".into(),
+        ));
+    };
+    if value.len() > MAX_REVOKED_VALUE {
+        return Err(invalid(format!(
+            "`{}` is longer than {MAX_REVOKED_VALUE} bytes",
+            kind.as_str()
+        )));
+    }
+    let now = Timestamp::now();
+    let revocation = TokenRevocation {
+        kind,
+        iss: issuer.iss.clone(),
+        value: value.to_owned(),
+        revoked_at_ms: now.unix_millis(),
+        keep_until_ms: now.saturating_add(issuer.revocation_window).unix_millis(),
+    };
+    let stored = service
+        .call(move |s| async move { s.revoke_tokens(revocation).await })
+        .await
+        .map_err(|e| service.refusal(&e))?;
+    service.tokens_revoked_here(&stored, "admin");
+    tracing::info!(
+        issuer = %issuer.name,
+        kind = stored.kind.as_str(),
+        "tokens revoked through the admin API"
+    );
+    Ok(Reply::ok(
+        201,
+        json!({
+            "success": true,
+            "message": "Tokens revoked",
+            "data": revocation_json(&stored, Some(&issuer.name)),
+        }),
+    ))
+}
+
+/// `GET /admin/revocations[?issuer=…]`: the token revocations in force.
+async fn list_revocations(
+    verifier: Option<&Verifier>,
+    service: &SessionService,
+    issuer: Option<String>,
+) -> Result<Reply, GatewayError> {
+    let only = match issuer.as_deref() {
+        Some(i) if !i.is_empty() => Some(resolve_issuer(verifier, i)?.iss),
+        _ => None,
+    };
+    let now = Timestamp::now();
+    let rows = service
+        .call(move |s| async move { s.token_revocations(Timestamp::MIN, now).await })
+        .await
+        .map_err(|e| service.refusal(&e))?;
+    let name_of = |iss: &str| {
+        verifier
+            .and_then(|v| v.revocable_issuer(iss))
+            .map(|i| i.name)
+    };
+    let list: Vec<Value> = rows
+        .iter()
+        .filter(|r| only.as_ref().is_none_or(|iss| &r.iss == iss))
+        .map(|r| revocation_json(r, name_of(&r.iss).as_deref()))
+        .collect();
+    Ok(Reply::ok(
+        200,
+        json!({"success": true, "data": {"count": list.len(), "revocations": list}}),
+    ))
+}
+
+/// The issuer a revocation names, or 400 listing the ones that can be named.
+fn resolve_issuer(verifier: Option<&Verifier>, name_or_iss: &str) -> Result<IssuerInfo, GatewayError> {
+    verifier
+        .and_then(|v| v.revocable_issuer(name_or_iss))
+        .ok_or_else(|| {
+            let known: Vec<String> = verifier
+                .map(|v| v.revocable_issuers().map(|i| i.name.to_string()).collect())
+                .unwrap_or_default();
+            GatewayError::InvalidRevocation {
+                detail: if known.is_empty() {
+                    "no `jwt.issuers` are configured (the gateway's own tokens are revoked through sessions)".into()
+                } else {
+                    format!("unknown issuer; known: {}", known.join(", "))
+                },
+            }
+        })
+}
+
+/// One revocation as the admin API shows it.
+fn revocation_json(r: &TokenRevocation, name: Option<&str>) -> Value {
+    json!({
+        "kind": r.kind.as_str(),
+        "issuer": name,
+        "iss": r.iss,
+        "value": r.value,
+        "revokedAt": Timestamp::from_unix_millis(r.revoked_at_ms),
+        "keepUntil": Timestamp::from_unix_millis(r.keep_until_ms),
+    })
+}
+
 /// A query parameter, percent-decoded (`+` is a space).
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
@@ -191,7 +336,7 @@ fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
-fn percent_decode(text: &str) -> Option<String> {
+pub(super) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -165,6 +165,7 @@ impl AuthApi<'_> {
             Endpoint::LogoutAll => self.logout_all(service, session).await,
             Endpoint::Sessions => self.list(service, session).await,
             Endpoint::Session(id) => self.delete(service, session, &id).await,
+            Endpoint::BackchannelLogout => self.backchannel_logout(service, session).await,
         };
         result.unwrap_or_else(GatewayError::into_reply)
     }

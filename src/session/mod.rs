@@ -3,6 +3,7 @@
 //! the storage of sessions and refresh tokens behind [`store::SessionStore`].
 
 pub(crate) mod admin_api;
+pub(crate) mod backchannel;
 pub(crate) mod breaker;
 pub(crate) mod handlers;
 pub(crate) mod intercept;

@@ -89,6 +89,8 @@ pub enum Endpoint {
     Sessions,
     /// `DELETE /sessions/{id}` (the id as sent, validated by the handler).
     Session(String),
+    /// `POST /backchannel-logout`: OpenID Connect Back-Channel Logout.
+    BackchannelLogout,
 }
 
 impl Endpoint {
@@ -119,6 +121,7 @@ impl SessionSettings {
             "/logout" => Some(Endpoint::Logout),
             "/logout-all" => Some(Endpoint::LogoutAll),
             "/sessions" => Some(Endpoint::Sessions),
+            "/backchannel-logout" => Some(Endpoint::BackchannelLogout),
             _ => {
                 let id = rest.strip_prefix("/sessions/")?;
                 (!id.is_empty() && !id.contains('/')).then(|| Endpoint::Session(id.to_owned()))

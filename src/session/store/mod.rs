@@ -537,16 +537,17 @@ pub trait SessionStore: Send + Sync {
         now: Timestamp,
     ) -> Result<Vec<TokenRevocation>, StoreError>;
 
-    /// Records the `jti` of a back-channel logout token of issuer `iss`,
-    /// remembered until `keep_until`; `false` when it was recorded before
-    /// (a replay).
-    async fn use_logout_token(
+    /// A back-channel logout, in one transaction: records the logout
+    /// token's `jti` (of `revocation.iss`, remembered until `jti_kept_until`)
+    /// and stores `revocation` as [`revoke_tokens`](Self::revoke_tokens)
+    /// does. `None`, storing nothing, when that `jti` was recorded before (a
+    /// replay).
+    async fn revoke_tokens_for_logout(
         &self,
-        iss: &str,
         jti: &str,
-        now: Timestamp,
-        keep_until: Timestamp,
-    ) -> Result<bool, StoreError>;
+        jti_kept_until: Timestamp,
+        revocation: TokenRevocation,
+    ) -> Result<Option<TokenRevocation>, StoreError>;
 
     /// Sessions neither revoked nor expired at `now` (the `sessions_active`
     /// gauge).

@@ -315,6 +315,43 @@ fn session_from_row(row: &PgRow) -> Result<Session, StoreError> {
     )
 }
 
+/// Stores a token revocation (a known one keeps the later times) and
+/// announces the stored form to every listening node once `tx` commits.
+async fn upsert_token_revocation(
+    tx: &mut Transaction<'static, Postgres>,
+    revocation: &TokenRevocation,
+) -> Result<TokenRevocation, StoreError> {
+    let row: (String, String, String, i64, i64) = sqlx::query_as(concat!(
+        "INSERT INTO portcullis_token_revocations AS r (kind, iss, value, revoked_at, keep_until) VALUES ($1, $2, $3, ",
+        ts!(4),
+        ", ",
+        ts!(5),
+        ") ON CONFLICT (iss, kind, value) DO UPDATE SET",
+        " revoked_at = GREATEST(r.revoked_at, EXCLUDED.revoked_at),",
+        " keep_until = GREATEST(r.keep_until, EXCLUDED.keep_until)",
+        " RETURNING kind, iss, value, ",
+        ms!("revoked_at"),
+        ", ",
+        ms!("keep_until")
+    ))
+    .bind(revocation.kind.as_str())
+    .bind(&revocation.iss)
+    .bind(&revocation.value)
+    .bind(revocation.revoked_at_ms)
+    .bind(revocation.keep_until_ms)
+    .fetch_one(&mut **tx)
+    .await?;
+    let stored = token_revocation_from_columns(row)?;
+    let payload = serde_json::to_string(&stored)
+        .map_err(|e| StoreError::Corrupt(format!("cannot announce a revocation: {e}")))?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(REVOCATION_CHANNEL)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    Ok(stored)
+}
+
 /// Announces revocations to every listening node once `tx` commits.
 async fn notify_revoked(
     tx: &mut Transaction<'static, Postgres>,
@@ -676,36 +713,38 @@ impl SessionStore for PostgresStore {
         revocation: TokenRevocation,
     ) -> Result<TokenRevocation, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row: (String, String, String, i64, i64) = sqlx::query_as(concat!(
-            "INSERT INTO portcullis_token_revocations AS r (kind, iss, value, revoked_at, keep_until) VALUES ($1, $2, $3, ",
-            ts!(4),
-            ", ",
-            ts!(5),
-            ") ON CONFLICT (iss, kind, value) DO UPDATE SET",
-            " revoked_at = GREATEST(r.revoked_at, EXCLUDED.revoked_at),",
-            " keep_until = GREATEST(r.keep_until, EXCLUDED.keep_until)",
-            " RETURNING kind, iss, value, ",
-            ms!("revoked_at"),
-            ", ",
-            ms!("keep_until")
-        ))
-        .bind(revocation.kind.as_str())
-        .bind(&revocation.iss)
-        .bind(&revocation.value)
-        .bind(revocation.revoked_at_ms)
-        .bind(revocation.keep_until_ms)
-        .fetch_one(&mut *tx)
-        .await?;
-        let stored = token_revocation_from_columns(row)?;
-        let payload = serde_json::to_string(&stored)
-            .map_err(|e| StoreError::Corrupt(format!("cannot announce a revocation: {e}")))?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(REVOCATION_CHANNEL)
-            .bind(payload)
-            .execute(&mut *tx)
-            .await?;
+        let stored = upsert_token_revocation(&mut tx, &revocation).await?;
         tx.commit().await?;
         Ok(stored)
+    }
+
+    async fn revoke_tokens_for_logout(
+        &self,
+        jti: &str,
+        jti_kept_until: Timestamp,
+        revocation: TokenRevocation,
+    ) -> Result<Option<TokenRevocation>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let recorded = sqlx::query(concat!(
+            "INSERT INTO portcullis_logout_tokens (iss, jti, used_at, keep_until) VALUES ($1, $2, ",
+            ts!(3),
+            ", ",
+            ts!(4),
+            ") ON CONFLICT (iss, jti) DO NOTHING"
+        ))
+        .bind(&revocation.iss)
+        .bind(jti)
+        .bind(revocation.revoked_at_ms)
+        .bind(jti_kept_until.unix_millis())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if recorded == 0 {
+            return Ok(None);
+        }
+        let stored = upsert_token_revocation(&mut tx, &revocation).await?;
+        tx.commit().await?;
+        Ok(Some(stored))
     }
 
     async fn token_revocations(
@@ -729,30 +768,6 @@ impl SessionStore for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(token_revocation_from_columns).collect()
-    }
-
-    async fn use_logout_token(
-        &self,
-        iss: &str,
-        jti: &str,
-        now: Timestamp,
-        keep_until: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(concat!(
-            "INSERT INTO portcullis_logout_tokens (iss, jti, used_at, keep_until) VALUES ($1, $2, ",
-            ts!(3),
-            ", ",
-            ts!(4),
-            ") ON CONFLICT (iss, jti) DO NOTHING"
-        ))
-        .bind(iss)
-        .bind(jti)
-        .bind(now.unix_millis())
-        .bind(keep_until.unix_millis())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(inserted == 1)
     }
 
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {

@@ -103,6 +103,29 @@ impl SqliteStore {
     }
 }
 
+/// Stores a token revocation; a known one keeps the later times.
+async fn upsert_token_revocation(
+    tx: &mut Transaction<'static, Sqlite>,
+    revocation: &TokenRevocation,
+) -> Result<TokenRevocation, StoreError> {
+    let row: (String, String, String, i64, i64) = sqlx::query_as(
+        "INSERT INTO portcullis_token_revocations AS r (kind, iss, value, revoked_at, keep_until)
+         VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (iss, kind, value) DO UPDATE SET
+           revoked_at = max(r.revoked_at, excluded.revoked_at),
+           keep_until = max(r.keep_until, excluded.keep_until)
+         RETURNING kind, iss, value, revoked_at, keep_until",
+    )
+    .bind(revocation.kind.as_str())
+    .bind(&revocation.iss)
+    .bind(&revocation.value)
+    .bind(revocation.revoked_at_ms)
+    .bind(revocation.keep_until_ms)
+    .fetch_one(&mut **tx)
+    .await?;
+    token_revocation_from_columns(row)
+}
+
 fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
     let id_text: String = row.try_get("id")?;
     let id = Uuid::parse_str(&id_text)
@@ -533,23 +556,36 @@ impl SessionStore for SqliteStore {
         &self,
         revocation: TokenRevocation,
     ) -> Result<TokenRevocation, StoreError> {
-        // One statement is one transaction.
-        let row: (String, String, String, i64, i64) = sqlx::query_as(
-            "INSERT INTO portcullis_token_revocations AS r (kind, iss, value, revoked_at, keep_until)
-             VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (iss, kind, value) DO UPDATE SET
-               revoked_at = max(r.revoked_at, excluded.revoked_at),
-               keep_until = max(r.keep_until, excluded.keep_until)
-             RETURNING kind, iss, value, revoked_at, keep_until",
+        let mut tx = self.begin_write().await?;
+        let stored = upsert_token_revocation(&mut tx, &revocation).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn revoke_tokens_for_logout(
+        &self,
+        jti: &str,
+        jti_kept_until: Timestamp,
+        revocation: TokenRevocation,
+    ) -> Result<Option<TokenRevocation>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let recorded = sqlx::query(
+            "INSERT INTO portcullis_logout_tokens (iss, jti, used_at, keep_until)
+             VALUES (?, ?, ?, ?) ON CONFLICT (iss, jti) DO NOTHING",
         )
-        .bind(revocation.kind.as_str())
         .bind(&revocation.iss)
-        .bind(&revocation.value)
+        .bind(jti)
         .bind(revocation.revoked_at_ms)
-        .bind(revocation.keep_until_ms)
-        .fetch_one(&self.pool)
-        .await?;
-        token_revocation_from_columns(row)
+        .bind(jti_kept_until.unix_millis())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if recorded == 0 {
+            return Ok(None);
+        }
+        let stored = upsert_token_revocation(&mut tx, &revocation).await?;
+        tx.commit().await?;
+        Ok(Some(stored))
     }
 
     async fn token_revocations(
@@ -567,27 +603,6 @@ impl SessionStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(token_revocation_from_columns).collect()
-    }
-
-    async fn use_logout_token(
-        &self,
-        iss: &str,
-        jti: &str,
-        now: Timestamp,
-        keep_until: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO portcullis_logout_tokens (iss, jti, used_at, keep_until)
-             VALUES (?, ?, ?, ?) ON CONFLICT (iss, jti) DO NOTHING",
-        )
-        .bind(iss)
-        .bind(jti)
-        .bind(now.unix_millis())
-        .bind(keep_until.unix_millis())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(inserted == 1)
     }
 
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
