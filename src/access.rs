@@ -48,7 +48,11 @@ pub(crate) fn check(
     let verifier = verifier.ok_or(Rejection::UnknownKid)?;
     let (verified, cached) = verifier.verify(token)?;
     if let Some(set) = revoked {
-        if verified.session_id.as_ref().is_some_and(|sid| set.contains(sid)) {
+        if verified
+            .session_id
+            .as_ref()
+            .is_some_and(|sid| set.contains(sid))
+        {
             return Err(Rejection::Revoked);
         }
         if set.tokens.refuses(&verified.claims) {

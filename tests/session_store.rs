@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use portcullis::session::store::{
     self, new_refresh_token, Claims, NewSession, PoolSettings, RefreshOutcome, Revocation,
-    RevocationEvent, RevokeReason, SessionStore, StoreError, Timestamp,
+    RevocationEvent, RevocationKind, RevokeReason, SessionStore, StoreError, Timestamp,
+    TokenRevocation,
 };
 use uuid::Uuid;
 
@@ -194,6 +195,8 @@ conformance_suite! {
         delete_expired_removes_only_dead_sessions_and_tokens,
         count_active_counts_unrevoked_unexpired_sessions,
         migrate_again_is_idempotent_and_keeps_data,
+        token_revocations_merge_to_the_later_times_and_list_by_window,
+        a_logout_tokens_jti_revokes_once_and_a_replay_stores_nothing,
     ],
     url: [
         concurrent_exchanges_with_grace_rotate_once_and_give_the_rest_siblings,
@@ -202,8 +205,110 @@ conformance_suite! {
     ],
 }
 
+/// A revocation of issuer `https://idp.example` made at `T0 + at_secs`.
+fn token_revocation(kind: RevocationKind, value: &str, at_secs: u64) -> TokenRevocation {
+    TokenRevocation {
+        kind,
+        iss: "https://idp.example".into(),
+        value: value.into(),
+        revoked_at_ms: at(secs(at_secs)).unix_millis(),
+        keep_until_ms: at(secs(at_secs + 3600)).unix_millis(),
+    }
+}
+
 mod checks {
     use super::*;
+
+    pub async fn token_revocations_merge_to_the_later_times_and_list_by_window(
+        store: Arc<dyn SessionStore>,
+    ) {
+        let sub = token_revocation(RevocationKind::Sub, "alice", 10);
+        assert_eq!(store.revoke_tokens(sub.clone()).await.unwrap(), sub);
+        let jti = token_revocation(RevocationKind::Jti, "token-1", 20);
+        store.revoke_tokens(jti.clone()).await.unwrap();
+        // Same subject again, later: its times move later; an earlier
+        // repeat leaves them.
+        let later = token_revocation(RevocationKind::Sub, "alice", 30);
+        assert_eq!(store.revoke_tokens(later.clone()).await.unwrap(), later);
+        assert_eq!(store.revoke_tokens(sub.clone()).await.unwrap(), later);
+        // Same value, other kind or issuer: separate revocations.
+        let sid = token_revocation(RevocationKind::Sid, "alice", 5);
+        store.revoke_tokens(sid.clone()).await.unwrap();
+        let other_iss = TokenRevocation {
+            iss: "https://other.example".into(),
+            ..token_revocation(RevocationKind::Sub, "alice", 40)
+        };
+        store.revoke_tokens(other_iss.clone()).await.unwrap();
+
+        let all = store.token_revocations(Timestamp::MIN, T0).await.unwrap();
+        assert_eq!(
+            all,
+            vec![sid.clone(), jti.clone(), later.clone(), other_iss.clone()]
+        );
+        // Made at or after T0+20s.
+        let recent = store.token_revocations(at(secs(20)), T0).await.unwrap();
+        assert_eq!(recent, vec![jti.clone(), later.clone(), other_iss.clone()]);
+        // Still kept at T0+3620s: only those made at T0+20s or later.
+        let kept = store
+            .token_revocations(Timestamp::MIN, at(secs(3620)))
+            .await
+            .unwrap();
+        assert_eq!(kept, vec![jti, later.clone(), other_iss]);
+        // Cleanup drops those kept until before the cut-off, nothing else.
+        let deleted = store
+            .delete_expired(at(secs(3625)), Timestamp::MIN)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 2, "the sid and the jti revocation");
+        let left = store.token_revocations(Timestamp::MIN, T0).await.unwrap();
+        assert_eq!(left.len(), 2);
+        assert!(left.contains(&later));
+    }
+
+    pub async fn a_logout_tokens_jti_revokes_once_and_a_replay_stores_nothing(
+        store: Arc<dyn SessionStore>,
+    ) {
+        let first = token_revocation(RevocationKind::Sid, "idp-session", 1);
+        let stored = store
+            .revoke_tokens_for_logout("logout-1", at(secs(600)), first.clone())
+            .await
+            .unwrap();
+        assert_eq!(stored, Some(first.clone()));
+        // The same jti again, naming something else: nothing happens.
+        let replay = token_revocation(RevocationKind::Sub, "mallory", 2);
+        assert_eq!(
+            store
+                .revoke_tokens_for_logout("logout-1", at(secs(600)), replay)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store.token_revocations(Timestamp::MIN, T0).await.unwrap(),
+            vec![first.clone()]
+        );
+        // The same jti of another issuer is another token.
+        let other = TokenRevocation {
+            iss: "https://other.example".into(),
+            ..token_revocation(RevocationKind::Sid, "s", 3)
+        };
+        assert!(store
+            .revoke_tokens_for_logout("logout-1", at(secs(600)), other)
+            .await
+            .unwrap()
+            .is_some());
+        // Once its record is cleaned up, the jti is forgotten (its token
+        // has long expired by then).
+        store
+            .delete_expired(at(secs(601)), Timestamp::MIN)
+            .await
+            .unwrap();
+        assert!(store
+            .revoke_tokens_for_logout("logout-1", at(secs(9000)), first)
+            .await
+            .unwrap()
+            .is_some());
+    }
 
     pub async fn created_session_is_listed_with_all_fields(store: Arc<dyn SessionStore>) {
         let (new, hash) = login("user-1");
@@ -1118,7 +1223,7 @@ mod postgres_only {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, events.recv()).await {
                 Ok(Some(RevocationEvent::Revoked(id))) => return id,
-                Ok(Some(RevocationEvent::Resync)) => continue,
+                Ok(Some(RevocationEvent::Resync | RevocationEvent::Tokens(_))) => continue,
                 Ok(None) => panic!("the revocation listener stopped"),
                 Err(_) => panic!("no revocation notification within {NOTIFY_WITHIN:?}"),
             }
@@ -1134,7 +1239,7 @@ mod postgres_only {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, events.recv()).await {
                 Ok(Some(RevocationEvent::Resync)) => return,
-                Ok(Some(RevocationEvent::Revoked(_))) => continue,
+                Ok(Some(RevocationEvent::Revoked(_) | RevocationEvent::Tokens(_))) => continue,
                 Ok(None) => panic!("the revocation listener stopped"),
                 Err(_) => panic!("the revocation listener did not resync within {within:?}"),
             }
@@ -1196,6 +1301,25 @@ mod postgres_only {
         let (reused, _) = exchange(&node_b, c0, true, GRACE, at(secs(60))).await;
         assert!(matches!(reused, RefreshOutcome::Reused { .. }));
         assert_eq!(next_revoked(&mut events).await, s4.id);
+        slowest = slowest.max(started.elapsed());
+
+        // A token revocation is announced with everything needed to enforce it.
+        let revocation = token_revocation(RevocationKind::Sub, "dave", 5);
+        let started = Instant::now();
+        node_b.revoke_tokens(revocation.clone()).await.unwrap();
+        let deadline = Instant::now() + NOTIFY_WITHIN;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, events.recv()).await {
+                Ok(Some(RevocationEvent::Tokens(got))) => {
+                    assert_eq!(got, revocation);
+                    break;
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the revocation listener stopped"),
+                Err(_) => panic!("no token revocation notification within {NOTIFY_WITHIN:?}"),
+            }
+        }
         slowest = slowest.max(started.elapsed());
 
         eprintln!("slowest revocation notification: {slowest:?}");

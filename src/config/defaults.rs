@@ -308,7 +308,10 @@ mod tests {
             ("jwt.issuers[].cooldown", ISSUER_COOLDOWN),
             ("jwt.issuers[].max_stale", ISSUER_MAX_STALE),
             ("jwt.issuers[].fetch_timeout", ISSUER_FETCH_TIMEOUT),
-            ("jwt.issuers[].max_token_lifetime", ISSUER_MAX_TOKEN_LIFETIME),
+            (
+                "jwt.issuers[].max_token_lifetime",
+                ISSUER_MAX_TOKEN_LIFETIME,
+            ),
             ("limits.header_read_timeout", HEADER_READ_TIMEOUT),
             ("limits.body_read_timeout", BODY_READ_TIMEOUT),
             ("limits.keepalive_timeout", KEEPALIVE_TIMEOUT),

@@ -54,7 +54,6 @@ impl RevokedSet {
         }
     }
 
-
     /// Marks `sid` revoked until `keep_until_unix_secs` (inclusive). Returns
     /// `true` when `sid` was not already in the set; if it was, the later of
     /// the two keep-until times is kept.

@@ -32,8 +32,11 @@ pub enum RevocationKind {
 
 impl RevocationKind {
     /// Every kind, e.g. to pre-register metric label values.
-    pub const ALL: [RevocationKind; 3] =
-        [RevocationKind::Jti, RevocationKind::Sub, RevocationKind::Sid];
+    pub const ALL: [RevocationKind; 3] = [
+        RevocationKind::Jti,
+        RevocationKind::Sub,
+        RevocationKind::Sid,
+    ];
 
     /// The stored (and metrics label, and API) spelling.
     pub const fn as_str(self) -> &'static str {
@@ -259,7 +262,10 @@ mod tests {
         assert!(set.refuses(&token(json!(999))));
         assert!(set.refuses(&token(json!(1_000))), "same second: refused");
         assert!(!set.refuses(&token(json!(1_001))), "issued afterwards");
-        assert!(set.refuses(&claims(json!({"iss": ISS, "sub": "alice"}))), "no iat");
+        assert!(
+            set.refuses(&claims(json!({"iss": ISS, "sub": "alice"}))),
+            "no iat"
+        );
         assert!(set.refuses(&token(json!("soon"))), "iat not a number");
         assert!(!set.refuses(&claims(json!({"iss": ISS, "sub": "bob", "iat": 1}))));
     }
@@ -295,7 +301,10 @@ mod tests {
         let r = revocation(RevocationKind::Sid, "s-1", 1_000);
         let text = serde_json::to_string(&r).expect("json");
         assert!(text.contains(r#""kind":"sid""#), "{text}");
-        assert_eq!(serde_json::from_str::<TokenRevocation>(&text).expect("back"), r);
+        assert_eq!(
+            serde_json::from_str::<TokenRevocation>(&text).expect("back"),
+            r
+        );
         for kind in RevocationKind::ALL {
             assert_eq!(RevocationKind::parse(kind.as_str()), Some(kind));
         }

@@ -11,9 +11,7 @@ use uuid::Uuid;
 
 use super::handlers::{session_json, AuthApi, SessionDraft};
 use super::request::{json_object, read_body, string_field, truncate};
-use super::store::{
-    hash_refresh_token, RevocationKind, RevokeReason, Timestamp, TokenRevocation,
-};
+use super::store::{hash_refresh_token, RevocationKind, RevokeReason, Timestamp, TokenRevocation};
 use super::{SessionService, SessionSettings};
 use crate::error::GatewayError;
 use crate::jwt::{IssuerInfo, Verifier};
@@ -299,7 +297,10 @@ async fn list_revocations(
 }
 
 /// The issuer a revocation names, or 400 listing the ones that can be named.
-fn resolve_issuer(verifier: Option<&Verifier>, name_or_iss: &str) -> Result<IssuerInfo, GatewayError> {
+fn resolve_issuer(
+    verifier: Option<&Verifier>,
+    name_or_iss: &str,
+) -> Result<IssuerInfo, GatewayError> {
     verifier
         .and_then(|v| v.revocable_issuer(name_or_iss))
         .ok_or_else(|| {

@@ -202,6 +202,8 @@ mod tests {
         assert!(field("logout_token=a&logout_token=b")
             .unwrap_err()
             .contains("twice"));
-        assert!(field("logout_token=%zz").unwrap_err().contains("form-encoded"));
+        assert!(field("logout_token=%zz")
+            .unwrap_err()
+            .contains("form-encoded"));
     }
 }

@@ -233,11 +233,9 @@ impl SessionService {
     fn learned_tokens(&self, revocation: &TokenRevocation) {
         if self.revoked.tokens.insert(revocation) {
             let at = Timestamp::from_unix_millis(revocation.revoked_at_ms);
-            self.metrics.revocation_propagation.observe(
-                Timestamp::now()
-                    .saturating_duration_since(at)
-                    .as_secs_f64(),
-            );
+            self.metrics
+                .revocation_propagation
+                .observe(Timestamp::now().saturating_duration_since(at).as_secs_f64());
             self.set_token_revocation_gauge();
         }
     }

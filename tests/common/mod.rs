@@ -132,8 +132,13 @@ pub fn render(template: &str, port: u16, admin_port: u16) -> String {
 impl Gateway {
     /// Starts `portcullis run` with `template` and waits until both listeners answer.
     pub fn start(template: &str) -> Gateway {
+        Gateway::start_at(template, free_port(), free_port())
+    }
+
+    /// [`start`](Self::start) on ports chosen beforehand (for peers that
+    /// must know the gateway's address before it runs).
+    pub fn start_at(template: &str, port: u16, admin_port: u16) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (port, admin_port) = (free_port(), free_port());
         let config = dir.path().join("portcullis.yaml");
         std::fs::write(&config, render(template, port, admin_port)).expect("write config");
         let proc = spawn(

@@ -525,8 +525,10 @@ pub trait SessionStore: Send + Sync {
     /// issuer, kind and value) keeps the later of both revocation and
     /// keep-until times — and announces it to every node (Postgres);
     /// returns the revocation now in force.
-    async fn revoke_tokens(&self, revocation: TokenRevocation)
-        -> Result<TokenRevocation, StoreError>;
+    async fn revoke_tokens(
+        &self,
+        revocation: TokenRevocation,
+    ) -> Result<TokenRevocation, StoreError>;
 
     /// Token revocations made at or after `since` and kept at least until
     /// `now`, oldest first: to load them at start, after a lost

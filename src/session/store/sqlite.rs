@@ -602,7 +602,9 @@ impl SessionStore for SqliteStore {
         .bind(now.unix_millis())
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(token_revocation_from_columns).collect()
+        rows.into_iter()
+            .map(token_revocation_from_columns)
+            .collect()
     }
 
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
