@@ -714,15 +714,21 @@ mod tests {
         store.migrate().await.expect("adopt the old bookkeeping");
         let migrator = migrations::sqlite().await.unwrap();
         let sessions = migrator.iter().next().unwrap();
+        let rows = sqlx_bookkeeping(&store).await;
         assert_eq!(
-            sqlx_bookkeeping(&store).await,
-            vec![(
+            rows[0],
+            (
                 1,
                 "sessions".to_owned(),
                 "2024-01-02 03:04:05".to_owned(),
                 true,
                 sessions.checksum.to_vec()
-            )]
+            )
+        );
+        // Later migrations are applied as usual.
+        assert_eq!(
+            rows[1..].iter().map(|r| (r.0, r.1.as_str(), r.3)).collect::<Vec<_>>(),
+            [(2, "token revocations", true)]
         );
         assert!(
             table_exists(&store, "portcullis_schema_migrations").await,
@@ -730,7 +736,7 @@ mod tests {
         );
 
         store.migrate().await.expect("migrate again");
-        assert_eq!(sqlx_bookkeeping(&store).await.len(), 1);
+        assert_eq!(sqlx_bookkeeping(&store).await.len(), 2);
         assert_eq!(store.get_session(session.id).await.unwrap(), Some(session));
     }
 
@@ -762,7 +768,7 @@ mod tests {
         let rows = sqlx_bookkeeping(&store).await;
         assert_eq!(
             rows.iter().map(|r| (r.0, r.3)).collect::<Vec<_>>(),
-            [(1, true)]
+            [(1, true), (2, true)]
         );
         assert!(!table_exists(&store, "portcullis_schema_migrations").await);
     }
