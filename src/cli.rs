@@ -49,6 +49,18 @@ pub struct RunOptions {
     pub pid_file: Option<PathBuf>,
 }
 
+/// The options of `check`.
+#[derive(Debug, Args)]
+pub struct CheckOptions {
+    /// The config to check.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Also fetch every `jwt.issuers` discovery document and JWK Set now,
+    /// and report per issuer (exit status 1 when one cannot be fetched).
+    #[arg(long)]
+    pub online: bool,
+}
+
 /// The top-level subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -56,7 +68,7 @@ pub enum Command {
     /// SIGQUIT hands the sockets to a `run --upgrade` process and stops).
     Run(RunOptions),
     /// Validate a config without starting; exit status 0 when it is valid.
-    Check(ConfigArg),
+    Check(CheckOptions),
     /// Apply the session-store migrations of `sessions.store` and exit.
     Migrate(ConfigArg),
     /// Access-token helpers for development.
@@ -102,7 +114,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(r) => run(r.config.config, r.upgrade, r.pid_file),
-        Command::Check(c) => check(c.config),
+        Command::Check(c) => check(c.config.config, c.online),
         Command::Migrate(c) => migrate(c.config),
         Command::Token(TokenCommand::Mint {
             config,
@@ -144,11 +156,18 @@ fn run(path: PathBuf, upgrade: bool, pid_file: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn check(path: PathBuf) -> ExitCode {
+fn check(path: PathBuf, online: bool) -> ExitCode {
     match config::load(&path) {
         Ok(g) => {
             for w in &g.warnings {
                 eprintln!("warning: {w}");
+            }
+            if online && !check_issuers_online(&g) {
+                eprintln!(
+                    "{}: an issuer's keys cannot be fetched (see above)",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
             }
             println!(
                 "{}: OK ({} routes, {} upstreams, {} keys)",
@@ -173,6 +192,45 @@ fn check(path: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `check --online`: fetches each fetched issuer's keys now and prints one
+/// line per issuer; false when any fails.
+fn check_issuers_online(generation: &crate::generation::Generation) -> bool {
+    let Some(verifier) = generation.verifier.as_ref() else {
+        return true;
+    };
+    let sources: Vec<_> = verifier.key_sources().collect();
+    if sources.is_empty() {
+        println!("no `jwt.issuers` fetch keys: nothing to check online");
+        return true;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis: cannot start a runtime: {e}");
+            return false;
+        }
+    };
+    let mut all_ok = true;
+    for (name, source) in sources {
+        match runtime.block_on(source.fetch_now()) {
+            Ok(kids) => println!(
+                "issuer `{name}`: OK, {} usable key{} ({})",
+                kids.len(),
+                if kids.len() == 1 { "" } else { "s" },
+                kids.join(", ")
+            ),
+            Err(why) => {
+                all_ok = false;
+                eprintln!("issuer `{name}`: cannot fetch its keys: {why}");
+            }
+        }
+    }
+    all_ok
 }
 
 fn migrate(path: PathBuf) -> ExitCode {

@@ -193,10 +193,57 @@ fn an_unreachable_provider_is_served_stale_then_fails_closed_after_max_stale() {
         &[("Authorization", &bearer(&format!("{token}x")))],
     );
     assert_eq!(fresh.status, 401, "{}", fresh.body);
+    // So does the verification cached while the keys were still usable.
+    let cached = gw.get("/api/x", &[("Authorization", &auth)]);
+    assert_eq!(cached.status, 401, "{}", cached.body);
+    let challenge = cached.header("www-authenticate").unwrap_or_default();
+    assert!(challenge.contains("keys are unavailable"), "{challenge}");
     let ready = get(gw.admin_port, "/readyz", &[]).json();
     assert_eq!(ready["issuers"]["corp"], "keys_unavailable", "{ready}");
     // Back: keys are fetched again by the refresh task.
     provider.restart();
     wait_ready(&gw, true);
     assert_eq!(gw.get("/api/x", &[("Authorization", &auth)]).status, 200);
+}
+
+/// `portcullis check --online` with `issuers` (name, provider, extra lines):
+/// success, and stdout + stderr.
+fn check_online(issuers: &[(&str, &OidcProvider, &str)], also: &str) -> (bool, String) {
+    let backend = Backend::start("oidc");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut yaml = render(&config(&backend, issuers), free_port(), free_port());
+    yaml = yaml.replace("upstreams:\n", &format!("{also}upstreams:\n"));
+    let path = dir.path().join("portcullis.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--online", "-c", path.to_str().expect("utf-8")])
+        .output()
+        .expect("run portcullis check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_online_fetches_every_issuers_keys_and_names_the_one_that_fails() {
+    let provider = OidcProvider::start(OidcOptions::default());
+    let kid = provider.jwks_kids().remove(0);
+    let (ok, text) = check_online(&[("corp", &provider, "")], "");
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("issuer `corp`: OK, 1 usable key ({kid})")),
+        "{text}"
+    );
+    // A second issuer whose JWK Set cannot be fetched: named, exit status 1.
+    let dead = "    - name: gone\n      issuer: \"http://127.0.0.1:9/realms/gone\"\n      jwks_uri: \"http://127.0.0.1:9/jwks\"\n      allow_http: loopback\n      audiences: [api]\n";
+    let (ok, text) = check_online(&[("corp", &provider, "")], dead);
+    assert!(!ok, "{text}");
+    assert!(text.contains("issuer `corp`: OK"), "{text}");
+    assert!(
+        text.contains("issuer `gone`: cannot fetch its keys"),
+        "{text}"
+    );
 }

@@ -796,6 +796,11 @@ impl World {
                 "    - kid: {kid}\n      algorithms: [{alg}]\n      public_key_file: {{FIXTURES}}/keys/{file}\n"
             ));
         }
+        // An identity provider's issuer (configured keys): its tokens can be
+        // revoked, and it sends back-channel logouts to client `rp`.
+        c.push_str(&format!(
+            "  issuers:\n    - name: corp\n      issuer: {CORP_ISS}\n      audiences: [api]\n      logout_client_ids: [rp]\n      keys:\n        - kid: corp\n          algorithms: [HS256]\n          secret: \"{CORP_SECRET}\"\n"
+        ));
         c.push_str(&format!(
             "limits:\n  max_body_size: {MAX_BODY}\n  max_header_size: {MAX_HEADERS}\n"
         ));
@@ -893,6 +898,153 @@ fn refresh_cookie(resp: &Response) -> String {
 }
 
 /// An HS256 access token of ours with `exp` in the past.
+const CORP_ISS: &str = "https://idp.example";
+const CORP_SECRET: &str = "corp-idp-secret-0123456789-0123456789";
+
+/// A token of issuer `corp` with `claims` (HS256, its configured key).
+fn corp_token(claims: &Value, typ: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("corp".into());
+    header.typ = Some(typ.into());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(CORP_SECRET.as_bytes()),
+    )
+    .expect("sign a token")
+}
+
+#[test]
+fn token_revocation_and_back_channel_logout_answer_with_what_the_document_declares() {
+    let contract = Contract::load();
+    let world = World::start(Setup::default());
+    let (port, admin) = (world.port(), world.admin());
+    let auth = bearer(ADMIN_TOKEN);
+    let auth_header = [("Authorization", auth.as_str())];
+    let path = "/admin/revocations";
+
+    let good = json!({"issuer": "corp", "sub": "alice"});
+    contract
+        .check_request_body("POST", path, &good)
+        .unwrap_or_else(|e| panic!("the request body the test sends is not declared: {e}"));
+    let post = |body: &str| {
+        send(
+            admin,
+            "POST",
+            path,
+            &auth_header,
+            Some(("application/json", body)),
+        )
+    };
+    let body = expect(&contract, "POST", path, &post(&good.to_string()), 201, None);
+    assert_eq!(body["data"]["iss"], CORP_ISS, "{body}");
+    for bad in [
+        r#"{"issuer":"nobody","sub":"x"}"#,
+        r#"{"issuer":"corp","sub":"x","sid":"y"}"#,
+    ] {
+        expect(
+            &contract,
+            "POST",
+            path,
+            &post(bad),
+            400,
+            Some("invalid_revocation"),
+        );
+    }
+    expect(
+        &contract,
+        "POST",
+        path,
+        &post(r#"{"issuer":5}"#),
+        400,
+        Some("invalid_field"),
+    );
+    expect(
+        &contract,
+        "POST",
+        path,
+        &post("[1"),
+        400,
+        Some("invalid_json"),
+    );
+    let resp = send(admin, "POST", path, &[], Some(("application/json", "{}")));
+    expect(&contract, "POST", path, &resp, 401, Some("unauthorized"));
+    let body = expect(
+        &contract,
+        "GET",
+        "/admin/revocations?issuer=corp",
+        &send(
+            admin,
+            "GET",
+            "/admin/revocations?issuer=corp",
+            &auth_header,
+            None,
+        ),
+        200,
+        None,
+    );
+    assert_eq!(body["data"]["count"], 1, "{body}");
+    expect(
+        &contract,
+        "GET",
+        "/admin/revocations?issuer=x",
+        &send(
+            admin,
+            "GET",
+            "/admin/revocations?issuer=x",
+            &auth_header,
+            None,
+        ),
+        400,
+        Some("invalid_revocation"),
+    );
+
+    // Back-channel logout: a good logout token, then its replay and a bad one.
+    let logout = "/api/auth/backchannel-logout";
+    let claims = json!({
+        "iss": CORP_ISS, "aud": "rp", "iat": now(), "exp": now() + 60,
+        "jti": "logout-1", "sid": "idp-session",
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+    });
+    let token = corp_token(&claims, "logout+jwt");
+    let form = |t: &str| {
+        Some((
+            "application/x-www-form-urlencoded",
+            format!("logout_token={t}"),
+        ))
+    };
+    let send_form = |t: &str| {
+        let body = form(t).expect("form");
+        send(port, "POST", logout, &[], Some((body.0, body.1.as_str())))
+    };
+    expect(&contract, "POST", logout, &send_form(&token), 200, None);
+    let body = expect(
+        &contract,
+        "POST",
+        logout,
+        &send_form(&token),
+        400,
+        Some("invalid_request"),
+    );
+    assert!(body["error_description"].is_string(), "{body}");
+    let mut with_nonce = claims.clone();
+    with_nonce["nonce"] = json!("n");
+    with_nonce["jti"] = json!("logout-2");
+    expect(
+        &contract,
+        "POST",
+        logout,
+        &send_form(&corp_token(&with_nonce, "logout+jwt")),
+        400,
+        Some("invalid_request"),
+    );
+    let resp = send(port, "GET", logout, &[], None);
+    assert_eq!(resp.status, 405, "{}", resp.body);
+    contract
+        .check_named("/components/responses/MethodNotAllowed", &resp)
+        .unwrap_or_else(|e| panic!("GET {logout}: {e}"));
+}
+
 fn expired_access_token() -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("hs".into());

@@ -369,6 +369,17 @@ impl crate::jwt::KeySource for RemoteKeys {
         RemoteKeys::start(&self);
     }
 
+    fn fetch_now(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<String>, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            self.refresh().await.map_err(|e| e.to_string())?;
+            let keys = self.keys().map_err(|e| e.to_string())?;
+            Ok(keys.iter().map(|k| k.kid.clone()).collect())
+        })
+    }
+
     fn is_ready(&self) -> bool {
         RemoteKeys::is_ready(self)
     }

@@ -142,6 +142,9 @@ pub trait KeySource: Send + Sync {
     /// Starts keeping the keys fresh in the background (once; on the
     /// current tokio runtime).
     fn start(self: Arc<Self>);
+    /// Fetches the keys now, whatever the cooldown (`check --online`): the
+    /// kids of the usable keys, or why they could not be fetched.
+    fn fetch_now(&self) -> Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send + '_>>;
     /// Whether `/readyz` may count the issuer ready.
     fn is_ready(&self) -> bool;
     /// Keys in use (`None` before the first fetch).
@@ -444,6 +447,9 @@ impl Verifier {
         let now = unix_now();
         if let Some(hit) = self.cache.get(token) {
             if now <= hit.exp.saturating_add(hit.leeway_secs) {
+                // Fail closed with the issuer: once its keys are unusable
+                // (past `max_stale`), its cached verifications are too.
+                self.keys_usable(&hit.issuer)?;
                 return Ok((hit, true));
             }
             self.cache.remove(token);
@@ -452,6 +458,16 @@ impl Verifier {
         let verified = Arc::new(self.verify_uncached(token)?);
         self.cache.insert(token, verified.clone(), now);
         Ok((verified, false))
+    }
+
+    /// `Err(KeysUnavailable)` when the issuer named `name` has fetched keys
+    /// that cannot be used now (none yet, or older than `max_stale`).
+    fn keys_usable(&self, name: &Arc<str>) -> Result<(), Rejection> {
+        let issuer = self.issuers.iter().find(|i| Arc::ptr_eq(&i.name, name));
+        match issuer.map(|i| &i.keys) {
+            Some(IssuerKeys::Fetched(source)) => source.current().map(|_| ()),
+            _ => Ok(()),
+        }
     }
 
     /// Before [`verify`](Self::verify): when the token's issuer has fetched

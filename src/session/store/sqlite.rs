@@ -727,7 +727,10 @@ mod tests {
         );
         // Later migrations are applied as usual.
         assert_eq!(
-            rows[1..].iter().map(|r| (r.0, r.1.as_str(), r.3)).collect::<Vec<_>>(),
+            rows[1..]
+                .iter()
+                .map(|r| (r.0, r.1.as_str(), r.3))
+                .collect::<Vec<_>>(),
             [(2, "token revocations", true)]
         );
         assert!(
