@@ -6,6 +6,10 @@
 //! failed closed.
 
 mod common;
+#[path = "common/peers.rs"]
+mod peers;
+#[path = "common/test_ca.rs"]
+mod pki;
 
 use std::time::Duration;
 
@@ -246,4 +250,72 @@ fn check_online_fetches_every_issuers_keys_and_names_the_one_that_fails() {
         text.contains("issuer `gone`: cannot fetch its keys"),
         "{text}"
     );
+}
+
+#[test]
+fn an_issuer_on_https_with_a_private_ca_is_trusted_through_its_ca_file_only() {
+    // The provider only signs; its discovery document and JWK Set are served
+    // over https by a server whose certificate comes from a private CA.
+    let provider = OidcProvider::start(OidcOptions::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = pki::TestCa::new("Private IdP CA");
+    let (cert, key) = ca.server(&["127.0.0.1"]).write(dir.path(), "idp");
+    let ca_file = ca.write(dir.path(), "idp-ca");
+    let docroot = dir.path().join("docroot");
+    std::fs::create_dir_all(docroot.join(".well-known")).expect("docroot");
+    let server = peers::HttpsServer::start_with(dir.path(), &cert, &key, None, Some(&docroot));
+    let issuer = format!("https://127.0.0.1:{}", server.port);
+    std::fs::write(
+        docroot.join(".well-known/openid-configuration"),
+        json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}).to_string(),
+    )
+    .expect("discovery document");
+    std::fs::write(docroot.join("jwks"), provider.jwks().to_string()).expect("jwks");
+    let token = provider.sign(
+        &json!({"iss": issuer, "aud": RESOURCE, "sub": "svc", "iat": now(), "exp": now() + 600}),
+        None,
+    );
+    let backend = Backend::start("oidc");
+    let yaml = |extra: &str| {
+        format!(
+            "listeners:\n  proxy: \"{{PROXY}}\"\n  admin: \"{{ADMIN}}\"\n  threads: 1\n  grace_period: 0s\n  drain_window: 0s\njwt:\n  issuers:\n    - name: private\n      issuer: \"{issuer}\"\n      discovery: true\n      audiences: [\"{RESOURCE}\"]\n      min_refresh: 1s\n{extra}upstreams:\n  main:\n    targets: [\"{}\"]\nroutes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: main\n",
+            backend.addr()
+        )
+    };
+    let trusting = Gateway::start(&yaml(&format!(
+        "      ca_file: \"{}\"\n",
+        ca_file.display()
+    )));
+    wait_ready(&trusting, true);
+    let auth = bearer(&token);
+    let resp = trusting.get("/api/x", &[("Authorization", &auth)]);
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(server.requests().iter().any(|r| r.starts_with("GET /jwks")));
+
+    // Without `ca_file` the system's roots do not know the private CA: the
+    // issuer fails closed and the log says why.
+    let default_roots = Gateway::start(&yaml(""));
+    wait_until(
+        "the failed fetch to be logged",
+        Duration::from_secs(30),
+        || {
+            default_roots
+                .proc
+                .log_text()
+                .contains("cannot fetch the issuer's signing keys")
+        },
+    );
+    let log = default_roots.proc.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("cannot fetch the issuer's signing keys"))
+        .expect("the failure line");
+    assert!(
+        line.to_lowercase().contains("certificate") || line.contains("Tls"),
+        "{line}"
+    );
+    assert_eq!(get(default_roots.admin_port, "/readyz", &[]).status, 503);
+    let resp = default_roots.get("/api/x", &[("Authorization", &auth)]);
+    assert_eq!(resp.status, 401, "{}", resp.body);
+    assert_eq!(validations(&default_roots, "keys_unavailable"), 1.0);
 }

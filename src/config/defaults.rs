@@ -192,6 +192,7 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("jwt.issuers[].required_claims", ""),
     ("jwt.issuers[].max_token_lifetime", "24h"),
     ("jwt.issuers[].logout_client_ids", ""),
+    ("jwt.issuers[].ca_file", ""),
     ("jwt.issuers[].allow_http", ""),
     ("jwt.issuers[].startup", "wait"),
     ("jwt.issuers[].min_refresh", "1m"),

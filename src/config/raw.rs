@@ -265,6 +265,8 @@ pub(crate) struct RawIssuer {
     pub max_token_lifetime: Option<HumanDuration>,
     /// Client ids back-channel logout tokens may be addressed to (`aud`).
     pub logout_client_ids: Option<Spanned<OneOrMany>>,
+    /// CA certificates (PEM) trusted for the issuer's https.
+    pub ca_file: Option<Spanned<String>>,
     /// `loopback`: plain http to a loopback address is allowed.
     pub allow_http: Option<Spanned<String>>,
     /// `wait` (default: `/readyz` waits for the keys) or `lazy`.

@@ -22,6 +22,36 @@ pub struct FetchPolicy {
     pub max_body: usize,
     /// Plain `http` to a loopback address (tests, a local IdP).
     pub allow_loopback_http: bool,
+    /// The CAs trusted for the issuer's https (`ca_file`); `None`: the
+    /// system's roots.
+    pub ca: Option<TrustedCa>,
+}
+
+/// CA certificates to verify an identity provider's https with. Two are
+/// equal when read from the same file content (so a reload with the same
+/// file keeps the live key source).
+#[derive(Clone)]
+pub struct TrustedCa {
+    /// The certificates, as pingora's connector takes them.
+    pub certs: std::sync::Arc<pingora::protocols::tls::CaType>,
+    /// SHA-256 of the PEM they were read from.
+    pub digest: [u8; 32],
+}
+
+impl PartialEq for TrustedCa {
+    fn eq(&self, other: &TrustedCa) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for TrustedCa {}
+
+impl std::fmt::Debug for TrustedCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustedCa")
+            .field("certificates", &self.certs.len())
+            .finish()
+    }
 }
 
 impl Default for FetchPolicy {
@@ -30,6 +60,7 @@ impl Default for FetchPolicy {
             timeout: Duration::from_secs(5),
             max_body: 512 * 1024,
             allow_loopback_http: false,
+            ca: None,
         }
     }
 }
@@ -150,6 +181,9 @@ async fn exchange(
     let mut peer = HttpPeer::new(addr, t.tls, t.host.clone());
     peer.options.connection_timeout = Some(policy.timeout);
     peer.options.read_timeout = Some(policy.timeout);
+    if let Some(ca) = &policy.ca {
+        peer.options.ca = Some(ca.certs.clone());
+    }
     let transport = |e: pingora::BError| FetchError::Transport(e.to_string());
     let (mut http, _) = connector.get_http_session(&peer).await.map_err(transport)?;
     let mut request = RequestHeader::build("GET", t.path.as_bytes(), None).map_err(transport)?;

@@ -212,6 +212,18 @@ impl HttpsServer {
     /// Serves with this certificate and key; `client_ca`: require a client
     /// certificate from that CA.
     pub fn start(dir: &Path, cert: &Path, key: &Path, client_ca: Option<&Path>) -> HttpsServer {
+        HttpsServer::start_with(dir, cert, key, client_ca, None)
+    }
+
+    /// [`start`](Self::start), answering paths that name a file under
+    /// `docroot` with that file.
+    pub fn start_with(
+        dir: &Path,
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+        docroot: Option<&Path>,
+    ) -> HttpsServer {
         let port = free_port();
         let script = format!("{FIXTURES}/https_server.py");
         let port_text = port.to_string();
@@ -230,6 +242,11 @@ impl HttpsServer {
         if let Some(client_ca) = client_ca {
             ca = client_ca.to_string_lossy().into_owned();
             args.extend(["--client-ca", &ca]);
+        }
+        let root;
+        if let Some(docroot) = docroot {
+            root = docroot.to_string_lossy().into_owned();
+            args.extend(["--docroot", &root]);
         }
         let mut proc = spawn_python(&args, &dir.join(format!("https-{port}.log")));
         wait_for_port(port, &mut proc, "the HTTPS server to listen");

@@ -263,6 +263,19 @@ fn compile_issuer(
                 .map(|b| b.0)
                 .unwrap_or(defaults::ISSUER_MAX_RESPONSE),
             allow_loopback_http,
+            ca: match &raw.ca_file {
+                None => None,
+                Some(file) => {
+                    let what = format!("issuer `{iss}` CA file");
+                    let certs = super::upstreams::tls::load_ca(ck, &what, file)?;
+                    // Read once more for its digest (it was just read fine).
+                    let pem = ck.read_file(file, &what)?;
+                    Some(crate::idp::fetch::TrustedCa {
+                        certs,
+                        digest: <sha2::Sha256 as sha2::Digest>::digest(&pem).into(),
+                    })
+                }
+            },
         };
         if let Err(why) = crate::idp::fetch::check_url(&url, &policy) {
             let at = raw.jwks_uri.as_ref().unwrap_or(&raw.issuer);

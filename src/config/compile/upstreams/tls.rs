@@ -91,7 +91,7 @@ pub(super) fn compile_upstream_tls(
                     format!("upstream `{name}`: `tls.verify: false` checks no certificate, so `ca_file` is not used"),
                 );
             }
-            let ca = load_ca(ck, name, file);
+            let ca = load_ca(ck, &format!("upstream `{name}` CA file"), file);
             ok &= ca.is_some();
             ca
         }
@@ -143,14 +143,14 @@ pub(super) fn compile_upstream_tls(
     }))
 }
 
-/// The CA certificates of `ca_file`, each usable as a trust anchor.
-fn load_ca(
+/// The CA certificates of `ca_file`, each usable as a trust anchor; `what`
+/// names the file in messages (e.g. "upstream `api` CA file").
+pub(in crate::config) fn load_ca(
     ck: &mut Checker,
-    name: &str,
+    what: &str,
     file: &Spanned<String>,
 ) -> Option<Arc<pingora::protocols::tls::CaType>> {
-    let what = format!("upstream `{name}` CA file");
-    let pem = ck.read_file(file, &what)?;
+    let pem = ck.read_file(file, what)?;
     let certs = match certificates(&pem) {
         Ok(certs) if !certs.is_empty() => certs,
         Ok(_) => {
