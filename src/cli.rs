@@ -205,15 +205,8 @@ fn check_issuers_online(generation: &crate::generation::Generation) -> bool {
         println!("no `jwt.issuers` fetch keys: nothing to check online");
         return true;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("portcullis: cannot start a runtime: {e}");
-            return false;
-        }
+    let Some(runtime) = cli_runtime() else {
+        return false;
     };
     let mut all_ok = true;
     for (name, source) in sources {
@@ -233,6 +226,21 @@ fn check_issuers_online(generation: &crate::generation::Generation) -> bool {
     all_ok
 }
 
+/// A single-threaded runtime for a command's network work; `None` (said on
+/// stderr) when it cannot start.
+fn cli_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("portcullis: cannot start a runtime: {e}");
+            None
+        }
+    }
+}
+
 fn migrate(path: PathBuf) -> ExitCode {
     let generation = match config::load(&path) {
         Ok(g) => g,
@@ -249,15 +257,8 @@ fn migrate(path: PathBuf) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let store = crate::session::store::redact_url(&settings.store_url);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("portcullis: cannot start a runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = cli_runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         let s =
