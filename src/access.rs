@@ -37,7 +37,8 @@ pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a
 }
 
 /// Verifies `token` with the generation's keys and refuses tokens of revoked
-/// sessions and revoked tokens of other issuers (`jti`, `sub`, `sid`). The boolean says whether the verification came from the cache.
+/// sessions and revoked tokens of other issuers (`jti`, `sub`, `sid`). The
+/// boolean says whether the verification came from the cache.
 pub(crate) fn check(
     verifier: Option<&Verifier>,
     revoked: Option<&RevokedSet>,
