@@ -36,6 +36,11 @@ impl ProxyHttp for Bare {
     }
 }
 
+/// The same allocator as the `portcullis` binary (src/main.rs), so the
+/// floor differs from Portcullis only in what Portcullis does per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut listen = None;
     let mut upstream = None;
