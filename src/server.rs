@@ -197,7 +197,7 @@ pub(crate) fn run(config_path: PathBuf, first: Generation, start: Start) -> ! {
         for t in &u.targets {
             metrics
                 .upstream_health
-                .with_label_values(&[&*u.name, t.label.as_str()])
+                .with_label_values(&[&*u.name, &*t.label])
                 .set(1);
         }
     }

@@ -99,7 +99,7 @@ pub struct Target {
     /// The resolved address.
     pub addr: SocketAddr,
     /// As written in the config, for logs and metric labels.
-    pub label: String,
+    pub label: std::sync::Arc<str>,
     /// The host part of `label` (no port, no IPv6 brackets): the TLS server
     /// name when `tls.sni` is not set.
     pub host: String,
@@ -114,7 +114,7 @@ impl Target {
         Target {
             addr,
             host: host_of(&label).to_owned(),
-            label,
+            label: label.into(),
             healthy: AtomicBool::new(true),
             failures: AtomicU32::new(0),
             successes: AtomicU32::new(0),
@@ -228,7 +228,7 @@ impl Upstream {
     fn check_authority(&self, target: &Target) -> String {
         match &self.host {
             UpstreamHost::Fixed(host) => host.to_str().unwrap_or(&target.label).to_owned(),
-            UpstreamHost::Preserve => target.label.clone(),
+            UpstreamHost::Preserve => target.label.to_string(),
         }
     }
 
@@ -277,7 +277,7 @@ impl Upstream {
             }
             metrics
                 .upstream_health
-                .with_label_values(&[&*self.name, target.label.as_str()])
+                .with_label_values(&[&*self.name, &*target.label])
                 .set(if target.is_healthy() { 1 } else { 0 });
         }
     }
@@ -361,7 +361,7 @@ mod tests {
     fn round_robin_skips_unhealthy_targets() {
         let p = pool(3);
         p.targets[1].healthy.store(false, Ordering::Relaxed);
-        let picks: Vec<_> = (0..4).map(|_| p.pick().unwrap().label.clone()).collect();
+        let picks: Vec<String> = (0..4).map(|_| p.pick().unwrap().label.to_string()).collect();
         assert!(!picks.contains(&"t1".to_string()));
         assert!(picks.contains(&"t0".to_string()) && picks.contains(&"t2".to_string()));
     }

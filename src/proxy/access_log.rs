@@ -22,23 +22,23 @@ pub(super) fn record(
     ctx.close_upstream_span();
     let answer = session.response_written();
     let status = answer.map(|r| r.status.as_u16()).unwrap_or(0);
+    // Borrowed from the answer: nothing is allocated for the labels.
+    let status_text = answer.map(|r| r.status.as_str()).unwrap_or("0");
     // A gRPC refusal is HTTP 200: its status is in the head (the gateway's
     // own, and an upstream's trailers-only error answers).
     let grpc_status = answer
         .and_then(|r| r.headers.get("grpc-status"))
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let route = ctx.route_name().to_owned();
+        .unwrap_or("");
+    let route = ctx.route_name();
     let elapsed = ctx.started.elapsed();
-    let status_text = status.to_string();
     metrics
         .requests
-        .with_label_values(&[&route, &status_text])
+        .with_label_values(&[route, status_text])
         .inc();
     metrics
         .request_duration
-        .with_label_values(&[&route])
+        .with_label_values(&[route])
         .observe(elapsed.as_secs_f64());
     let version = http_version(session.req_header().version);
     metrics

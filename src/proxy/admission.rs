@@ -146,7 +146,7 @@ impl Gateway {
         };
         let pool = &gen.upstreams[route.upstream];
         let target = pool.pick().ok_or(GatewayError::UpstreamUnavailable)?;
-        ctx.target = Some(target.label.to_string());
+        ctx.target = Some(target.label.clone());
         let span = upstream_span(&ctx.span);
         span.record("target", &*target.label);
         let peer = pool.peer(target);

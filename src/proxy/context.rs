@@ -55,7 +55,7 @@ pub(crate) struct RequestCtx {
     pub(super) started: Instant,
     pub(super) auth: AuthOutcome,
     pub(super) identity: Option<Arc<VerifiedToken>>,
-    pub(super) target: Option<String>,
+    pub(super) target: Option<Arc<str>>,
     /// Header changes decided by the route's plugin chain.
     pub(super) header_changes: Vec<HeaderChange>,
     /// Set when the gateway answered a built-in route (`session_api`, `jwks`).
