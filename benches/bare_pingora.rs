@@ -78,6 +78,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Portcullis' TLS provider (src/tls): aws-lc-rs, installed first thing,
+    // before pingora installs its ring default (building the proxy app's
+    // upstream connector does).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // Portcullis' server settings (src/server.rs): one worker as in the
     // benchmark config, and the same client-socket buffer settings.
     let conf = ServerConf {
@@ -97,9 +101,6 @@ fn main() {
     let mut service = Service::new("bare pingora".to_owned(), app);
     service.add_listener(ListenerConfig::tcp(listen).l4_buffer(L4BufferSettings::new(0, 4096)));
     if let Some((listen, cert, key)) = tls {
-        // Portcullis' provider (src/tls), installed before pingora would
-        // install its ring default.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut settings = TlsSettings::intermediate(&cert, &key).unwrap_or_else(|e| {
             eprintln!("bare-pingora: TLS settings: {e}");
             std::process::exit(2);

@@ -7,8 +7,12 @@
 //
 //   node benches/oidc_tokens.mjs --keys DIR/keys.json --iss ISS --aud AUD --count N [--jti PREFIX]
 //   node benches/oidc_tokens.mjs --secret S --kid K   --iss ISS --aud AUD --count N [--jti PREFIX]
+//   ... [--length L]
 //
 // Claims: iss, aud, sub, role, email, iat, exp (+1 h) and a distinct jti per token.
+// --length L pads the JWS header (an unknown `pad` parameter, which verifiers
+// ignore) so each token is about L characters long: a token of one algorithm
+// as long as another's, same claims.
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -23,6 +27,7 @@ const { values: args } = parseArgs({
     aud: { type: 'string' },
     count: { type: 'string', default: '1' },
     jti: { type: 'string', default: 'bench' },
+    length: { type: 'string', default: '0' },
   },
   strict: true,
 });
@@ -49,21 +54,29 @@ if (args.keys) {
 }
 
 const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
-const header = b64({ alg, kid });
+let header = b64({ alg, kid });
 const iat = Math.floor(Date.now() / 1000);
+const signatureLength = { HS256: 43, RS256: 342, ES256: 86 }[alg] ?? 0;
+const claimsOf = (i) => ({
+  iss: args.iss,
+  aud: args.aud,
+  sub: 'bench-user',
+  role: 'admin',
+  email: 'bench-user@example.com',
+  iat,
+  exp: iat + 3600,
+  jti: `${args.jti}-${i}`,
+});
+const wanted = Number(args.length);
+if (wanted > 0) {
+  // base64url of the header grows 4 characters per 3 bytes of padding.
+  const bare = `${b64({ alg, kid, pad: '' })}.${b64(claimsOf(0))}.`.length + signatureLength;
+  const pad = Math.max(0, Math.round(((wanted - bare) * 3) / 4));
+  header = b64({ alg, kid, pad: 'x'.repeat(pad) });
+}
 const out = [];
 for (let i = 0; i < count; i += 1) {
-  const claims = {
-    iss: args.iss,
-    aud: args.aud,
-    sub: 'bench-user',
-    role: 'admin',
-    email: 'bench-user@example.com',
-    iat,
-    exp: iat + 3600,
-    jti: `${args.jti}-${i}`,
-  };
-  const input = `${header}.${b64(claims)}`;
+  const input = `${header}.${b64(claimsOf(i))}`;
   out.push(`${input}.${signer(Buffer.from(input)).toString('base64url')}`);
 }
 process.stdout.write(`${out.join('\n')}\n`);
