@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run test setup build plugins lint bench bench-smoke bench-refresh clean
+.PHONY: run test setup build plugins lint bench bench-smoke bench-edge bench-refresh clean
 
 setup:
 	@bash scripts/setup.sh
@@ -30,9 +30,10 @@ test: setup plugins lint
 	@if [ -x plugins/test.sh ]; then bash plugins/test.sh; fi
 	bash benches/load.sh --smoke
 
-## make bench: all criterion micro-benches, the loopback load comparison
-## (release build; writes benches/RESULTS.md), then refresh throughput on
-## SQLite and Postgres (writes benches/SESSION-RESULTS.md).
+## make bench: all criterion micro-benches, the loopback load comparison with
+## its edge cases (TLS, HTTP/2, handshakes, OpenID Provider tokens:
+## benches/edge_load.sh) (release build; writes benches/RESULTS.md), then
+## refresh throughput on SQLite and Postgres (writes benches/SESSION-RESULTS.md).
 bench: setup plugins
 	cargo bench --bench jwt_verify --bench plugin_call --bench session --bench canonical_path
 	bash benches/load.sh
@@ -41,6 +42,11 @@ bench: setup plugins
 ## make bench-smoke: only the smoke run of make test (writes target/bench-smoke.md).
 bench-smoke: setup plugins
 	bash benches/load.sh --smoke
+
+## make bench-edge: only the edge cases of make bench (release build; replaces
+## their sections of benches/RESULTS.md).
+bench-edge: setup plugins
+	bash benches/edge_load.sh
 
 ## make bench-refresh: session/refresh throughput on SQLite and Postgres, the
 ## revoked-sid check cost, and `cargo bench --bench session` (writes benches/SESSION-RESULTS.md).

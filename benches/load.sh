@@ -23,6 +23,10 @@
 # writes target/bench-smoke.md. Either mode exits non-zero when the harness
 # breaks: a gateway that does not start or dies, the "same job" check, non-2xx
 # answers, a case without requests, a missing result row.
+# Then benches/edge_load.sh (same mode, its own servers): TLS and HTTP/2, new
+# connections with full and resumed handshakes, RSS with many TLS connections,
+# and RS256/ES256 tokens from OpenID Providers against HS256; its sections go
+# into the report before the criterion summary (BENCH_EDGE=0 leaves it out).
 # Other knobs: BENCH_CONNECTIONS (32), BENCH_MANY_SECONDS, BENCH_READY_TIMEOUT (s),
 # BENCH_HAPROXY_CFG (benches/haproxy/jwt-gateway.cfg), CARGO_TARGET_DIR.
 set -euo pipefail
@@ -38,13 +42,6 @@ esac
 
 fail() { echo "benches/load.sh: $*" >&2; exit 1; }
 
-# Other work on the machine skews everything: note how busy the CPUs were just before.
-cpu_busy() { # percent of all CPU time not idle over the next $1 s
-  local a b
-  a=($(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat)); sleep "$1"
-  b=($(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat))
-  echo $(( 100 - (b[1] - a[1]) * 100 / (b[0] - a[0]) ))
-}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 if [ "$SMOKE" = 1 ]; then
   SECONDS_PER_RUN=${BENCH_SECONDS:-1}
@@ -86,14 +83,8 @@ fi
 BUSY_BEFORE=$(cpu_busy "$BUSY_WINDOW")
 
 # CPU accounting for the whole run: everything busy on the machine, minus our
-# gateways/upstream, minus our own children (wrk, curl, python) = other work.
-busy_jiffies() { awk '/^cpu / {print $2+$3+$4+$7+$8}' /proc/stat; }
-all_jiffies() { awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
-child_jiffies() { # CHILD = user+sys of this shell's finished children, in clock ticks
-  times > "$WORK/times"   # in this shell: a subshell would report its own children
-  CHILD=$(awk -v hz="$(getconf CLK_TCK)" 'NR==2 {
-    t=0; for (i=1;i<=2;i++) { split($i, a, "m"); t += a[1]*60 + a[2] } printf "%d", t*hz }' "$WORK/times")
-}
+# gateways/upstream, minus our own children (wrk, curl, python) = other work
+# (busy_jiffies, all_jiffies, child_jiffies: benches/lib.sh).
 
 UP=$(port); GW=$(port); ADMIN=$(port); HAP=$(port); BARE=$(port)
 SECRET="bench-secret-0123456789-0123456789-abcdef"
@@ -105,12 +96,6 @@ WORK=$(mktemp -d)
 # failure: TERM, up to 3 s to exit, then KILL.
 PIDS=()
 WRK_PID=
-gone() { # PID $1 is no longer a running child of this script (exited, a zombie, or reaped)
-  local stat state ppid
-  stat=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 0
-  read -r state ppid _ <<<"$stat"
-  [ "$state" = Z ] || [ "$ppid" != "$$" ]
-}
 cleanup() {
   local status=$? p left
   trap - EXIT INT TERM HUP
@@ -248,7 +233,6 @@ PY
 check_job portcullis "http://127.0.0.1:$GW/plug/check"
 check_job haproxy "http://127.0.0.1:$HAP/plug/check"
 
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 TICK=$(getconf CLK_TCK)
 
 # wrk_parse OUTPUT -> "rps p50 p99 requests socket_errors"
@@ -426,14 +410,21 @@ OURS=$(( $(cpu_ticks "$GW_PID") + $(cpu_ticks "$HAP_PID") + $(cpu_ticks "$UP_PID
 FOREIGN=$(awk -v b="$(( $(busy_jiffies) - BUSY0 ))" -v a="$(( $(all_jiffies) - ALL0 ))" -v o="$OURS" \
   'BEGIN {f=(b-o)/a*100; if (f<0) f=0; printf "%.0f", f}')
 
+# The edge cases, with their own servers (this script's stay up, idle):
+# TLS and HTTP/2, new connections and handshakes, RSS with many TLS
+# connections, and tokens from OpenID Providers (benches/edge_load.sh).
+# BENCH_EDGE=0 leaves them out.
+if [ "${BENCH_EDGE:-1}" != 0 ]; then
+  edge_args=(--out "$WORK/edge.md")
+  [ "$SMOKE" = 1 ] && edge_args+=(--smoke)
+  BENCH_NO_BUILD=1 BENCH_BIN_DIR="$BIN_DIR" bash benches/edge_load.sh "${edge_args[@]}" \
+    || fail "benches/edge_load.sh failed"
+  alive "after benches/edge_load.sh"
+fi
+
 # Report ------------------------------------------------------------------------
-ms() { # wrk duration (us/ms/s) -> milliseconds
-  awk -v v="$1" 'BEGIN {n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /m$/) n*=60000; else if (v ~ /s$/) n*=1000; printf "%.3f", n}'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 cpu_us() { awk -v t="$1" -v r="$2" -v hz="$TICK" 'BEGIN {printf "%.1f", t/hz*1e6/r}'; }
 meets() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {ok = (op==">=") ? v>=t : v<t; print ok ? "yes" : "**no**"}'; }
-mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k/1024}'; }
 
 BASE=$(col upstream-direct 2 "$WORK/rows")
 NONE=$(col portcullis-auth-none 2 "$WORK/rows")
@@ -574,6 +565,7 @@ ADD_HAP=$(awk -v a="$P99_HAP" -v b="$P99_UP" 'BEGIN {printf "%.2f", a-b}')
     esac
     printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$conns" "$rps" "$p50" "$p99" "$added"
   done < "$WORK/paced"
+  if [ -s "$WORK/edge.md" ]; then echo; cat "$WORK/edge.md"; fi
   if [ "$SMOKE" = 0 ] && [ -f benches/criterion-results.md ]; then echo; cat benches/criterion-results.md; fi
 } > "$WORK/report.md"
 # Only a complete run replaces the previous report.

@@ -21,6 +21,9 @@ command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
+# benches/edge_load.sh (run by benches/load.sh, so by make test's smoke run too):
+# h2load for HTTP/2 and full-handshake rates.
+command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 # tests/common/oidc.rs starts a real OpenID Provider (the npm package
 # oidc-provider, installed into tests/fixtures/oidc-provider below).
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
