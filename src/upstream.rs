@@ -361,7 +361,9 @@ mod tests {
     fn round_robin_skips_unhealthy_targets() {
         let p = pool(3);
         p.targets[1].healthy.store(false, Ordering::Relaxed);
-        let picks: Vec<String> = (0..4).map(|_| p.pick().unwrap().label.to_string()).collect();
+        let picks: Vec<String> = (0..4)
+            .map(|_| p.pick().unwrap().label.to_string())
+            .collect();
         assert!(!picks.contains(&"t1".to_string()));
         assert!(picks.contains(&"t0".to_string()) && picks.contains(&"t2".to_string()));
     }
