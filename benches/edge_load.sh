@@ -857,9 +857,10 @@ col() { awk -v n="$1" -v c="$2" '$1==n {print $c}' "$3"; }
   done
   echo
   echo "Other work on the machine (it shares the 2 cores): ${BUSY_BEFORE}% of the CPU in the ${BUSY_WINDOW} s before the run,"
-  echo "about ${FOREIGN}% during it; the \`other load\` column is the median share of CPU time busy with work not"
-  echo "ours while the case ran. Rows with much other load are less comparable; ratios of one round's cases are"
-  echo "more robust than absolute numbers."
+  echo "about ${FOREIGN}% during it; the \`other load\` column is the median share of CPU time busy but not charged"
+  echo "to this script's processes while the case ran (other builds and tests, and kernel network work done in"
+  echo "interrupt context, which no process is charged for). Rows with much other load are less comparable; the"
+  echo "gateway's CPU per request varies less with it than requests/s do."
   echo
   echo "Same request everywhere as in the loopback load above: \`GET\` with \`Authorization: Bearer <HS256 token>\`"
   echo "(\`sub\`, \`role\`, \`email\`, \`iss\`, \`aud\`, \`iat\`, \`exp\`, \`jti\`), on \`/plug/x\` (Portcullis JWT + claims-to-headers"
@@ -893,7 +894,8 @@ col() { awk -v n="$1" -v c="$2" '$1==n {print $c}' "$3"; }
   echo
   echo "Every request on a new connection (\`Connection: close\`): plain TCP, TLS with a full handshake (h2load, which"
   echo "never offers a session again), TLS resumed (wrk keeps each connection's session and offers it on reconnect;"
-  echo "TLS 1.3 PSK resumption, still an X25519 key exchange but no certificate and no signature). Each connection"
+  echo "TLS 1.3 PSK resumption with (EC)DHE, what OpenSSL clients offer and rustls accepts: it skips the certificate"
+  echo "and its signature but still does the X25519 exchange, so it saves only what the signature costs). Each connection"
   echo "carries one authenticated request through the gateway to the upstream. \`TLS RSA\`: the same on a second"
   echo "Portcullis, HAProxy and bare pingora that serve an RSA 2048 certificate instead of the ECDSA P-256 one."
   echo

@@ -1,10 +1,20 @@
 //! Token verification cost per algorithm, cold (no cache: full signature
 //! check) and cached (hash lookup), plus route matching on a 20-route table.
 //! Results are recorded in benches/RESULTS.md.
+//!
+//! `jwt_verify_issuer`: the tokens of issue #14 the way the gateway gets them
+//! from an OpenID Provider: RS256 and ES256 keys read from a JWK Set (as
+//! fetched) under a `jwt.issuers` entry (`iss` selects the issuer, `aud`
+//! checked), beside HS256 on the gateway's own `jwt.keys`, with the claims
+//! `benches/edge_load.sh` sends; cold and cached.
+//!
+//! Before the criterion groups (`cargo bench` only), `token cache memory` prints the heap bytes
+//! (glibc `mallinfo2`) that 10,000 distinct verified tokens of each of those
+//! algorithms occupy in the verified-token cache.
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, BenchmarkId, Criterion};
 use http::Method;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use portcullis::jwt::{Key, KeyMaterial, KeySet, Verifier, VerifyPolicy};
@@ -129,5 +139,189 @@ fn route_match(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verification, route_match);
-criterion_main!(benches);
+const ISSUER: &str = "https://idp.example.test";
+const AUDIENCE: &str = "https://api.portcullis.test";
+
+/// A verifier the gateway would build for `alg` as in benches/edge_load.sh:
+/// HS256 on `jwt.keys` (issuer `bench`), RS256/ES256 as a `jwt.issuers` entry
+/// whose key comes from a JWK Set; and a signer for tokens it accepts.
+fn issuer_setup(alg: Algorithm, cache_entries: usize) -> (Verifier, impl Fn(&str) -> String) {
+    use portcullis::jwt::{IssuerKeys, IssuerPolicy, IssuerSpec};
+    let leeway = portcullis::config::defaults::JWT_LEEWAY;
+    let max = portcullis::config::defaults::JWT_MAX_TOKEN_SIZE;
+    let (verifier, encoding, iss) = if alg == Algorithm::HS256 {
+        let key = Key::new(
+            "bench",
+            vec![alg],
+            KeyMaterial::Secret(SECRET.to_vec()),
+            false,
+        )
+        .unwrap();
+        let policy = VerifyPolicy {
+            issuer: Some(vec!["bench".into()]),
+            audience: None,
+            leeway,
+            max_token_size: max,
+        };
+        (
+            Verifier::new(KeySet::new(vec![key]), policy, cache_entries),
+            EncodingKey::from_secret(SECRET),
+            "bench",
+        )
+    } else {
+        let (public, private) = match alg {
+            Algorithm::RS256 => (
+                "rsa.pub",
+                EncodingKey::from_rsa_pem(&pem("rsa.key")).unwrap(),
+            ),
+            _ => (
+                "ec256.pub",
+                EncodingKey::from_ec_pem(&pem("ec256.key")).unwrap(),
+            ),
+        };
+        // The JWK Set an OpenID Provider would publish for this key.
+        let pem_key = Key::new(
+            "idp",
+            vec![alg],
+            KeyMaterial::Pem {
+                public: pem(public),
+                private: None,
+            },
+            false,
+        )
+        .unwrap();
+        let jwks = portcullis::jwt::jwk_set(&KeySet::new(vec![pem_key]));
+        let key = Key::from_jwk(&jwks["keys"][0], &[Algorithm::RS256, Algorithm::ES256]).unwrap();
+        let spec = IssuerSpec {
+            name: "idp".into(),
+            keys: IssuerKeys::Static(KeySet::new(vec![key])),
+            algorithms: vec![Algorithm::RS256, Algorithm::ES256],
+            policy: IssuerPolicy {
+                issuer: Some(vec![ISSUER.into()]),
+                audience: Some(vec![AUDIENCE.into()]),
+                leeway,
+                required_claims: Vec::new(),
+            },
+        };
+        (
+            Verifier::with_issuers(None, vec![spec], max, cache_entries),
+            private,
+            ISSUER,
+        )
+    };
+    let kid = if alg == Algorithm::HS256 {
+        "bench"
+    } else {
+        "idp"
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sign = move |jti: &str| {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.into());
+        header.typ = None;
+        let claims = json!({"iss": iss, "aud": AUDIENCE, "sub": "bench-user", "role": "admin",
+            "email": "bench-user@example.com", "iat": now, "exp": now + 3600, "jti": jti});
+        encode(&header, &claims, &encoding).unwrap()
+    };
+    (verifier, sign)
+}
+
+fn issuer_verification(c: &mut Criterion) {
+    let mut group = c.benchmark_group("jwt_verify_issuer");
+    group.measurement_time(Duration::from_secs(3));
+    for alg in [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256] {
+        let (cold, sign) = issuer_setup(alg, 0);
+        let token = sign("bench");
+        group.bench_with_input(
+            BenchmarkId::new("cold", format!("{alg:?}")),
+            &token,
+            |b, t| b.iter(|| cold.verify(t).unwrap()),
+        );
+        let (cached, sign) = issuer_setup(alg, 1000);
+        let token = sign("bench");
+        cached.verify(&token).unwrap();
+        group.bench_with_input(
+            BenchmarkId::new("cached", format!("{alg:?}")),
+            &token,
+            |b, t| b.iter(|| cached.verify(t).unwrap()),
+        );
+    }
+    group.finish();
+}
+
+/// glibc's count of heap bytes in use (every arena; large blocks mapped on
+/// their own included).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_in_use() -> Option<usize> {
+    #[repr(C)]
+    struct Mallinfo2 {
+        arena: usize,
+        ordblks: usize,
+        smblks: usize,
+        hblks: usize,
+        hblkhd: usize,
+        usmblks: usize,
+        fsmblks: usize,
+        uordblks: usize,
+        fordblks: usize,
+        keepcost: usize,
+    }
+    extern "C" {
+        fn mallinfo2() -> Mallinfo2;
+    }
+    // SAFETY: mallinfo2 takes no arguments and returns a plain struct.
+    let info = unsafe { mallinfo2() };
+    Some(info.uordblks + info.hblkhd)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_in_use() -> Option<usize> {
+    None
+}
+
+/// Heap bytes per cached token: 10,000 distinct tokens (distinct `jti`)
+/// verified into a default-sized cache (100,000 entries), the heap measured
+/// before and after; the tokens' own strings are signed beforehand and
+/// dropped only after the second measure, so what is counted is the cache:
+/// the token text it keeps as the key, the verified claims, and its tables.
+fn token_cache_memory() {
+    const TOKENS: usize = 10_000;
+    if heap_in_use().is_none() {
+        println!("token cache memory: not measured (needs glibc's mallinfo2)");
+        return;
+    }
+    println!("token cache memory: {TOKENS} distinct tokens verified into the cache (glibc mallinfo2, heap bytes in use)");
+    for alg in [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256] {
+        let (verifier, sign) = issuer_setup(alg, portcullis::config::defaults::JWT_CACHE_ENTRIES);
+        let tokens: Vec<String> = (0..TOKENS).map(|i| sign(&format!("cache-{i}"))).collect();
+        // A first token before measuring: the cache's first allocation per shard is not per token.
+        verifier.verify(&sign("warm")).unwrap();
+        let before = heap_in_use().unwrap();
+        for token in &tokens {
+            verifier.verify(token).unwrap();
+        }
+        let after = heap_in_use().unwrap();
+        let per = (after - before) as f64 / TOKENS as f64;
+        println!(
+            "token cache memory: {alg:?}: token {} bytes, {per:.0} bytes per cached token, {:.2} MiB per 10,000",
+            tokens[0].len(),
+            per * 10_000.0 / 1_048_576.0
+        );
+        drop(tokens);
+    }
+}
+
+criterion_group!(benches, verification, issuer_verification, route_match);
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs each
+    // benchmark once without it, and needs no 30,000 signed tokens.
+    if std::env::args().any(|a| a == "--bench") {
+        token_cache_memory();
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
