@@ -201,6 +201,9 @@ fn issuer_setup(alg: Algorithm, cache_entries: usize) -> (Verifier, impl Fn(&str
                 audience: Some(vec![AUDIENCE.into()]),
                 leeway,
                 required_claims: Vec::new(),
+                // As `jwt.issuers` compiles it (default max_token_lifetime).
+                max_lifetime: Some(Duration::from_secs(24 * 3600)),
+                logout_audiences: Vec::new(),
             },
         };
         (
