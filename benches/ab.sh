@@ -37,57 +37,11 @@ SECRET=ab-secret-0123456789-0123456789-abcdef
 "$BACKEND" --listen "127.0.0.1:$UP" --name ab >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 
-config() { # PORT ADMIN EXTRA
-  cat <<YAML
-listeners:
-  proxy: "127.0.0.1:$1"
-  admin: "127.0.0.1:$2"
-  threads: 1
-  grace_period: 0s
-  drain_window: 0s
-log:
-  level: warn
-  access: false
-jwt:
-  issuer: bench
-  keys:
-    - kid: bench
-      algorithms: [HS256]
-      secret: "$SECRET"
-      sign: true
-upstreams:
-  demo:
-    targets: ["127.0.0.1:$UP"]
-plugins:
-  identity:
-    module: $PWD/plugins/out/claims-to-headers.wasm
-    allow_headers: [X-User-Id, X-User-Role, X-User-Email]
-    timeout: 1s
-    config:
-      headers:
-        - { header: X-User-Id, claim: sub, required: true }
-        - { header: X-User-Role, claim: role }
-        - { header: X-User-Email, claim: email }
-routes:
-  - name: open
-    match: { path_prefix: /open }
-    upstream: demo
-    auth: none
-  - name: authed
-    match: { path_prefix: /api }
-    upstream: demo
-  - name: authed-plugin
-    match: { path_prefix: /plug }
-    upstream: demo
-    plugins: [identity]
-$3
-YAML
-}
 
 start() { # NAME BIN EXTRA -> sets ${NAME}_PORT ${NAME}_PID
   local name=$1 bin=$2 extra=$3 port admin pid
   port=$(port); admin=$(port)
-  config "$port" "$admin" "$extra" >"$WORK/$name.yaml"
+  bench_gateway_yaml "$port" "$admin" "$UP" "$SECRET" "$extra" >"$WORK/$name.yaml"
   "$bin" run -c "$WORK/$name.yaml" >"$WORK/$name.log" 2>&1 &
   pid=$!; PIDS+=("$pid")
   for _ in $(seq 1 300); do

@@ -1,5 +1,5 @@
-# Shell helpers shared by benches/load.sh, benches/edge_load.sh and
-# benches/refresh_load.sh, which source this file from the repository root
+# Shell helpers shared by benches/load.sh, edge_load.sh, profile.sh, ab.sh and
+# refresh_load.sh, which source this file from the repository root
 # (`. benches/lib.sh`). Only function definitions: sourcing it runs nothing.
 # Only what several scripts do identically lives here; their cleanup traps,
 # readiness waits and report layouts differ and stay in each script.
@@ -85,4 +85,54 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 # median NUMBER... -> the median (the mean of the middle two for an even count).
 median() {
   printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {if (NR==0) exit 1; if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
+}
+
+# bench_gateway_yaml PORT ADMIN UPSTREAM_PORT SECRET [EXTRA] -> the gateway config the
+# profile and A/B scripts run: one worker, access log off, routes /open (auth: none),
+# /api (JWT) and /plug (JWT + claims-to-headers), EXTRA appended.
+bench_gateway_yaml() {
+  cat <<YAML
+listeners:
+  proxy: "127.0.0.1:$1"
+  admin: "127.0.0.1:$2"
+  threads: 1
+  grace_period: 0s
+  drain_window: 0s
+log:
+  level: warn
+  access: false
+jwt:
+  issuer: bench
+  keys:
+    - kid: bench
+      algorithms: [HS256]
+      secret: "$4"
+      sign: true
+upstreams:
+  demo:
+    targets: ["127.0.0.1:$3"]
+plugins:
+  identity:
+    module: $PWD/plugins/out/claims-to-headers.wasm
+    allow_headers: [X-User-Id, X-User-Role, X-User-Email]
+    timeout: 1s
+    config:
+      headers:
+        - { header: X-User-Id, claim: sub, required: true }
+        - { header: X-User-Role, claim: role }
+        - { header: X-User-Email, claim: email }
+routes:
+  - name: open
+    match: { path_prefix: /open }
+    upstream: demo
+    auth: none
+  - name: authed
+    match: { path_prefix: /api }
+    upstream: demo
+  - name: authed-plugin
+    match: { path_prefix: /plug }
+    upstream: demo
+    plugins: [identity]
+${5:-}
+YAML
 }

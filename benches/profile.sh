@@ -39,42 +39,7 @@ trap cleanup EXIT
 
 UP=$(port); GW=$(port); ADMIN=$(port)
 SECRET=profile-secret-0123456789-0123456789-abcdef
-cat > "$WORK/profile.yaml" <<YAML
-listeners:
-  proxy: "127.0.0.1:$GW"
-  admin: "127.0.0.1:$ADMIN"
-  threads: 1
-  grace_period: 0s
-  drain_window: 0s
-log:
-  level: warn
-  access: false
-jwt:
-  issuer: bench
-  keys:
-    - kid: bench
-      algorithms: [HS256]
-      secret: "$SECRET"
-      sign: true
-upstreams:
-  demo:
-    targets: ["127.0.0.1:$UP"]
-plugins:
-  identity:
-    module: $PWD/plugins/out/claims-to-headers.wasm
-    allow_headers: [X-User-Id, X-User-Role, X-User-Email]
-    timeout: 1s
-    config:
-      headers:
-        - { header: X-User-Id, claim: sub, required: true }
-        - { header: X-User-Role, claim: role }
-        - { header: X-User-Email, claim: email }
-routes:
-  - name: authed-plugin
-    match: { path_prefix: /plug }
-    upstream: demo
-    plugins: [identity]
-YAML
+bench_gateway_yaml "$GW" "$ADMIN" "$UP" "$SECRET" >"$WORK/profile.yaml"
 
 "$BIN_DIR/portcullis-demo-backend" --listen "127.0.0.1:$UP" --name profile >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
