@@ -5,6 +5,14 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// Encodes `input` as standard, padded base64.
 pub fn encode(input: &[u8]) -> String {
     let mut out = String::with_capacity((input.len() + 2) / 3 * 4);
+    encode_into(input, &mut out);
+    out
+}
+
+/// Appends the standard, padded base64 of `input` to `out` (no allocation
+/// when `out` has room: for reused buffers).
+pub fn encode_into(input: &[u8], out: &mut String) {
+    out.reserve((input.len() + 2) / 3 * 4);
     for chunk in input.chunks(3) {
         let b0 = chunk[0];
         let b1 = chunk.get(1).copied().unwrap_or(0);
@@ -23,7 +31,6 @@ pub fn encode(input: &[u8]) -> String {
             '='
         });
     }
-    out
 }
 
 #[cfg(test)]

@@ -275,7 +275,8 @@ impl Host for RecordingHost {
     }
 }
 
-/// Raw imports from module `portcullis` (ABI v1). Lengths are byte counts;
+/// Raw imports from module `portcullis` (the five of ABI v1 and the eight
+/// added by ABI v2; a module imports only those it uses). Lengths are byte counts;
 /// pointers point into this module's memory. Prefer the safe wrappers.
 #[cfg(target_arch = "wasm32")]
 pub mod ffi {
@@ -301,6 +302,37 @@ pub mod ffi {
         pub fn deny(status: i32, msg_ptr: *const u8, msg_len: usize);
         /// Logs a message; level 0 error, 1 warn, 2 info, 3 debug.
         pub fn log(level: i32, msg_ptr: *const u8, msg_len: usize);
+
+        // ---- added by ABI v2 (usable by v1 and v2 modules; only during
+        // on_request). Buffer protocol: result n >= 0 is the value's length,
+        // written only when n <= buf_cap; negative results are error codes
+        // (see `crate::v2`).
+
+        /// A claim's text form by NUL-separated path.
+        pub fn claim(path_ptr: *const u8, path_len: usize, buf_ptr: *mut u8, buf_cap: usize)
+            -> i32;
+        /// A claim's kind: -2 invalid, -1 absent, 0 null, 1 string, 2 number,
+        /// 3 boolean, 4 array, 5 object.
+        pub fn claim_kind(path_ptr: *const u8, path_len: usize) -> i32;
+        /// Items of an array / members of an object claim.
+        pub fn claim_count(path_ptr: *const u8, path_len: usize) -> i32;
+        /// A request field: 0 method, 1 path, 2 query, 3 host, 4 client
+        /// certificate SHA-256, 5 client certificate subject.
+        pub fn request_field(field: i32, buf_ptr: *mut u8, buf_cap: usize) -> i32;
+        /// A request header listed in the plugin's `request_headers`.
+        pub fn request_header(
+            name_ptr: *const u8,
+            name_len: usize,
+            buf_ptr: *mut u8,
+            buf_cap: usize,
+        ) -> i32;
+        /// v1's claims JSON, byte for byte.
+        pub fn claims_json(buf_ptr: *mut u8, buf_cap: usize) -> i32;
+        /// v1's request JSON, byte for byte.
+        pub fn request_json(buf_ptr: *mut u8, buf_cap: usize) -> i32;
+        /// Several header writes (entries of five LE u32). 0, or
+        /// `code | index << 8` for the first entry not accepted.
+        pub fn header_batch(batch_ptr: *const u8, batch_len: usize) -> i32;
     }
 }
 

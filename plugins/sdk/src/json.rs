@@ -59,6 +59,24 @@ impl Number {
     }
 }
 
+impl Number {
+    /// Reads a number written as a JSON number literal — in particular the
+    /// text form ABI v2's `claim` import gives for numbers (`42`, `-7`,
+    /// `0.25`, `1e-7`, `1.5e300`). Integer literals that fit an `i64` become
+    /// [`Number::Int`], everything else a finite [`Number::Float`], exactly
+    /// as [`parse`] would read them. `None` for anything else.
+    pub fn from_text(text: &str) -> Option<Number> {
+        match text.as_bytes().first() {
+            Some(b'-') | Some(b'0'..=b'9') => {}
+            _ => return None,
+        }
+        match parse_with_depth(text.as_bytes(), 0) {
+            Ok(Value::Number(n)) => Some(n),
+            _ => None,
+        }
+    }
+}
+
 impl PartialEq for Number {
     /// Numeric equality: `1`, `1.0` and `1e0` are equal.
     fn eq(&self, other: &Number) -> bool {

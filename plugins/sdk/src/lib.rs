@@ -1,8 +1,15 @@
-//! Guest-side SDK for **Portcullis Wasm policy plugins**, ABI v1
+//! Guest-side SDK for **Portcullis Wasm policy plugins**, ABI v2 and v1
 //! (specified in `plugins/ABI.md`).
 //!
 //! A plugin is a `cdylib` crate built for `wasm32-unknown-unknown` that
-//! declares three things and lets [`plugin!`] generate the ABI exports:
+//! declares three things and lets a macro generate the ABI exports:
+//!
+//! - [`plugin_v2!`] (ABI v2, recommended): `on_request(&Config, &mut Ctx)`
+//!   reads claims and request parts on demand through the host imports —
+//!   claim values arrive in their text form, nothing is parsed — and header
+//!   changes go out in one `header_batch` call. See [`v2`].
+//! - [`plugin!`] (ABI v1): `on_request(&Config, &Value, &Request)` gets the
+//!   parsed claims and request; unchanged, for existing plugins:
 //!
 //! ```
 //! use portcullis_plugin_sdk::{plugin, HeaderChange, Outcome, Request, Value};
@@ -54,6 +61,7 @@ pub mod json;
 pub mod path;
 pub mod request;
 pub mod rt;
+pub mod v2;
 
 /// Small allocations of every plugin built with the SDK go through free
 /// lists ([`alloc`]); the host runs an instance on one thread at a time.
@@ -67,8 +75,10 @@ pub use host::{log, HeaderChange, HeaderError, Host, Level, Outcome, RecordingHo
 pub use json::{Number, Value};
 pub use path::ClaimPath;
 pub use request::{ClientCert, Request};
+pub use v2::{ClaimKind, Ctx, CtxState, Field, HeaderBatch, HostV2, TestHost, ABI_VERSION_V2};
 
-/// The ABI version this SDK implements (`portcullis_abi_version`).
+/// The ABI version [`plugin!`] modules report (`portcullis_abi_version`):
+/// 1. [`plugin_v2!`] modules report [`ABI_VERSION_V2`].
 pub const ABI_VERSION: i32 = 1;
 
 /// Generates the ABI v1 exports for a plugin:
@@ -133,6 +143,66 @@ macro_rules! plugin {
                     req_len,
                     $on_request,
                 )
+            }
+        };
+    };
+}
+
+/// Generates the ABI **v2** exports for a plugin:
+/// `plugin_v2!(ConfigType, init_fn, on_request_fn);` with
+///
+/// - `fn init_fn(config: &Value) -> Result<ConfigType, String>` — as for
+///   [`plugin!`]. Check claim paths with [`ClaimPath::check_addressable`]
+///   here, so a path v2 cannot address rejects the config.
+/// - `fn on_request_fn(config: &ConfigType, ctx: &mut Ctx) -> Outcome` —
+///   reads what it needs through [`Ctx`], records header changes with
+///   [`Ctx::set_header`] & co. (or returns them in `Outcome::Continue`) and
+///   decides. The SDK sends the changes in one `header_batch` call, calls
+///   `deny`, or logs the error; see [`Ctx::finish`].
+///
+/// On `wasm32` this defines `portcullis_abi_version` (returning 2),
+/// `portcullis_alloc` (used for the config only), `portcullis_init` and
+/// `portcullis_on_request()` without parameters; elsewhere it only checks
+/// the signatures, so the crate builds and tests on the host (with
+/// [`TestHost`]). Use it once per crate, instead of [`plugin!`].
+#[macro_export]
+macro_rules! plugin_v2 {
+    ($config:ty, $init:path, $on_request:path $(,)?) => {
+        #[allow(dead_code)]
+        fn __portcullis_plugin_v2_signatures() {
+            let _: fn(&$crate::Value) -> ::core::result::Result<$config, ::std::string::String> =
+                $init;
+            let _: fn(&$config, &mut $crate::Ctx<'_>) -> $crate::Outcome = $on_request;
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            static STATE: $crate::rt::Global<::core::option::Option<$config>> =
+                $crate::rt::Global::new(::core::option::Option::None);
+
+            /// ABI version implemented by this module: 2.
+            #[no_mangle]
+            pub extern "C" fn portcullis_abi_version() -> i32 {
+                $crate::ABI_VERSION_V2
+            }
+
+            /// Buffer for the host to copy the config into; 0 when out of memory.
+            #[no_mangle]
+            pub extern "C" fn portcullis_alloc(len: i32) -> i32 {
+                $crate::rt::wasm_alloc(len)
+            }
+
+            /// Receives the plugin config (JSON). 0 ok, 1 rejected.
+            #[no_mangle]
+            pub extern "C" fn portcullis_init(cfg_ptr: i32, cfg_len: i32) -> i32 {
+                $crate::rt::wasm_init(&STATE, cfg_ptr, cfg_len, $init)
+            }
+
+            /// Decides one request (ABI v2: no parameters). 0 continue,
+            /// 1 denied, 2 error.
+            #[no_mangle]
+            pub extern "C" fn portcullis_on_request() -> i32 {
+                $crate::v2::wasm_on_request_v2(&STATE, $on_request)
             }
         };
     };

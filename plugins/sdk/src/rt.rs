@@ -195,6 +195,15 @@ fn buffer(inputs: &Inputs, ptr: i32, len: i32) -> Option<&[u8]> {
     unsafe { inputs.get(ptr as u32 as usize, len as u32 as usize) }
 }
 
+/// Frees every outstanding input buffer (wasm32 only). ABI v2 copies
+/// nothing per request; the v2 `on_request` calls this anyway so a buffer a
+/// host allocated and abandoned cannot accumulate.
+#[cfg(target_arch = "wasm32")]
+pub fn release_inputs() {
+    // SAFETY: single-threaded; no other borrow of INPUTS is alive here.
+    unsafe { INPUTS.get() }.release_all();
+}
+
 /// `portcullis_alloc` body (wasm32 only).
 #[cfg(target_arch = "wasm32")]
 pub fn wasm_alloc(len: i32) -> i32 {
