@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds every Wasm artifact of plugins/ into plugins/out/:
-#   claims-to-headers.wasm require-claims.wasm tenant-guard.wasm   (Rust, SDK)
-#   example-c.wasm example-wat.wasm                                (other languages)
+#   claims-to-headers.wasm require-claims.wasm tenant-guard.wasm   (Rust, SDK, ABI v2)
+#   claims-to-headers-v1.wasm                                      (the same plugin, ABI v1)
+#   example-c.wasm example-wat.wasm                                (other languages, ABI v2)
+#   example-wat-v1.wasm                                            (the WAT example, ABI v1)
 #   hostile-<name>.wasm                                            (host tests)
 #
 # Toolchain: rustup's cargo when it has the wasm32-unknown-unknown target,
@@ -65,12 +67,18 @@ pkg_args=()
 for p in "${rust_plugins[@]}"; do pkg_args+=(-p "$p"); done
 "${cargo_cmd[@]}" build --offline --quiet --release --target wasm32-unknown-unknown "${pkg_args[@]}"
 
+# The v1 build of claims-to-headers (cargo feature abi-v1) for v1/v2
+# equivalence tests and benchmarks; its own target dir, so the two builds
+# of the crate do not overwrite each other's output.
+CARGO_TARGET_DIR="$here/target/abi-v1" "${cargo_cmd[@]}" build --offline --quiet --release \
+  --target wasm32-unknown-unknown -p claims-to-headers --features abi-v1
+
 built=()
 fresh() { [ -f "$2" ] && [ "$2" -nt "$1" ]; } # output newer than source?
 
-for p in "${rust_plugins[@]}"; do
-  src="target/wasm32-unknown-unknown/release/${p//-/_}.wasm" dst="$out/$p.wasm"
-  fresh "$src" "$dst" && continue
+install_rust() { # src dst
+  local src="$1" dst="$2"
+  fresh "$src" "$dst" && return 0
   if wasm-objdump -x -j Export "$src" | grep -q -E '"__(heap_base|data_end)"'; then
     # Older rustc (e.g. Debian's 1.63) also exports the linker globals __heap_base and
     # __data_end; drop them so the module exports exactly the ABI set.
@@ -80,7 +88,12 @@ for p in "${rust_plugins[@]}"; do
   fi
   mv "$dst.tmp" "$dst"
   built+=("$(basename "$dst")")
+}
+
+for p in "${rust_plugins[@]}"; do
+  install_rust "target/wasm32-unknown-unknown/release/${p//-/_}.wasm" "$out/$p.wasm"
 done
+install_rust target/abi-v1/wasm32-unknown-unknown/release/claims_to_headers.wasm "$out/claims-to-headers-v1.wasm"
 
 # --- Non-Rust modules (skipped when the output is newer than the source) ------
 
@@ -105,6 +118,7 @@ if ! fresh "$src" "$dst"; then
 fi
 
 wat examples/wat/static-header.wat "$out/example-wat.wasm"
+wat examples/wat/static-header-v1.wat "$out/example-wat-v1.wasm"
 hostile=0
 for f in hostile/*.wat; do
   name="$(basename "$f" .wat)"
@@ -113,4 +127,4 @@ for f in hostile/*.wat; do
 done
 
 total=$(find "$out" -maxdepth 1 -name '*.wasm' | wc -l)
-echo "plugins: ${#built[@]} built, $((total - ${#built[@]})) up to date -> plugins/out ($total modules: ${#rust_plugins[@]} Rust via $toolchain, 2 examples, $hostile hostile)"
+echo "plugins: ${#built[@]} built, $((total - ${#built[@]})) up to date -> plugins/out ($total modules: $((${#rust_plugins[@]} + 1)) Rust via $toolchain, 3 examples, $hostile hostile)"

@@ -38,7 +38,7 @@ fi
 # --- ABI shape of the built modules -----------------------------------------------
 want_exports=$'memory\nportcullis_abi_version\nportcullis_alloc\nportcullis_init\nportcullis_on_request'
 bad=0
-for m in claims-to-headers require-claims tenant-guard example-c example-wat; do
+for m in claims-to-headers claims-to-headers-v1 require-claims tenant-guard example-c example-wat example-wat-v1; do
   f="out/$m.wasm"
   exports="$(wasm-objdump -x -j Export "$f" | sed -n 's/.* -> "\(.*\)"$/\1/p' | sort)"
   if [ "$exports" != "$want_exports" ]; then
@@ -47,13 +47,21 @@ for m in claims-to-headers require-claims tenant-guard example-c example-wat; do
   fi
   while read -r imp; do
     [ -z "$imp" ] && continue
-    if ! [[ "$imp" =~ ^portcullis\.(set_header|append_header|remove_header|deny|log)$ ]]; then
-      say "$f imports $imp (only portcullis.{set_header,append_header,remove_header,deny,log} exist)"
+    if ! [[ "$imp" =~ ^portcullis\.(set_header|append_header|remove_header|deny|log|claim|claim_kind|claim_count|request_field|request_header|claims_json|request_json|header_batch)$ ]]; then
+      say "$f imports $imp (only the ABI's portcullis.* functions exist: set_header append_header remove_header deny log claim claim_kind claim_count request_field request_header claims_json request_json header_batch)"
       bad=1
     fi
   done < <(wasm-objdump -x -j Import "$f" | sed -n 's/.* <- \(.*\)$/\1/p')
 done
 [ "$bad" = 0 ] || exit 1
+
+# The v1 build of claims-to-headers imports only ABI v1 functions (it must
+# load on a v1-only host).
+if wasm-objdump -x -j Import out/claims-to-headers-v1.wasm | sed -n 's/.* <- portcullis\.\(.*\)$/\1/p' |
+  grep -v -q -E '^(set_header|append_header|remove_header|deny|log)$'; then
+  say "out/claims-to-headers-v1.wasm imports an ABI v2 function"
+  exit 1
+fi
 
 # The inline WAT example in ABI.md must be the (compiled, tested) example.
 if ! diff <(sed -n '/^```wat$/,/^```$/p' ABI.md | sed '1d;$d') examples/wat/static-header.wat >/dev/null; then

@@ -17,9 +17,17 @@
 //! any value); a missing or `null` claim sets `default` when given, denies
 //! with `missing_status` when `required`, and otherwise **removes** the
 //! header, so a client-sent copy can never reach the upstream.
+//!
+//! ABI: built as a **v2** module ([`on_request_v2`], `plugin_v2!`) by
+//! default: claim values are read in their text form through the host's
+//! `claim` import — no JSON parsing per request — and all headers go out in
+//! one `header_batch` call. With the cargo feature `abi-v1` the same crate
+//! builds the v1 module ([`on_request`], `plugin!`; `out/claims-to-headers-v1.wasm`),
+//! with identical behaviour, for equivalence tests and benchmarks.
 
+use portcullis_plugin_sdk::json::write_json_string;
 use portcullis_plugin_sdk::{
-    base64, config, headers, plugin, ClaimPath, HeaderChange, Outcome, Request, Value,
+    base64, config, headers, ClaimKind, ClaimPath, Ctx, HeaderChange, Outcome, Request, Value,
 };
 
 /// How an array claim becomes a header value.
@@ -133,6 +141,9 @@ fn mapping(item: &Value, what: &str) -> Result<Mapping, String> {
     };
     headers::check_name(&header).map_err(|e| format!("{}: {}", what, e))?;
     let claim = ClaimPath::from_config(config::required(item, "claim", what)?)
+        .map_err(|e| format!("{}: {}", what, e))?;
+    claim
+        .check_addressable()
         .map_err(|e| format!("{}: {}", what, e))?;
     let required = config::opt_bool(item, "required", what)?.unwrap_or(false);
     let default = config::opt_str(item, "default", what)?.map(str::to_string);
@@ -248,12 +259,162 @@ pub fn on_request(cfg: &Config, claims: &Value, _req: &Request) -> Outcome {
     Outcome::Continue(changes)
 }
 
-plugin!(Config, init, on_request);
+/// ABI v2 `on_request`: the same decisions as [`on_request`], from the
+/// claims' text forms. Strings, numbers, booleans and `array: "json"` take
+/// one `claim` call (plus `claim_kind` for a joined value starting with `[`,
+/// which may be an array); joined arrays one `claim` per item; `base64json`
+/// re-expands the `\uXXXX` escapes of the ASCII JSON text (v1 encodes the
+/// claim's UTF-8 JSON). Nothing is parsed; values are built in the
+/// context's reused scratch strings.
+pub fn on_request_v2(cfg: &Config, ctx: &mut Ctx) -> Outcome {
+    for m in &cfg.headers {
+        let step = ctx.with_scratch(|ctx, value| {
+            if render_v2(ctx, m, value) {
+                if let Err(e) = headers::check_value(value) {
+                    return Err(Outcome::Error(format!(
+                        "claim `{}` cannot go into header `{}`: {}",
+                        m.claim, m.header, e
+                    )));
+                }
+                ctx.set_header(&m.header, value);
+            } else if let Some(d) = &m.default {
+                ctx.set_header(&m.header, d);
+            } else if m.required {
+                return Err(Outcome::deny(
+                    cfg.missing_status,
+                    cfg.missing_message.clone(),
+                ));
+            } else {
+                ctx.remove_header(&m.header);
+            }
+            Ok(())
+        });
+        if let Err(outcome) = step {
+            return outcome;
+        }
+    }
+    Outcome::pass()
+}
+
+/// Appends the header value for a present claim to `out` (as [`render`]);
+/// false when the claim is absent or `null`.
+fn render_v2(ctx: &mut Ctx, m: &Mapping, out: &mut String) -> bool {
+    match m.encoding {
+        Encoding::None => render_text_v2(ctx, m, out),
+        Encoding::Base64 => ctx.with_scratch(|ctx, text| {
+            let present = render_text_v2(ctx, m, text);
+            if present {
+                base64::encode_into(text.as_bytes(), out);
+            }
+            present
+        }),
+        Encoding::Base64Json => {
+            let kind = ctx.claim_kind(&m.claim);
+            if !kind.is_present() {
+                return false;
+            }
+            ctx.with_scratch(|ctx, json| {
+                let text = match ctx.claim_text(&m.claim) {
+                    Some(t) => t,
+                    None => return false,
+                };
+                match kind {
+                    ClaimKind::String => write_json_string(text, json, false),
+                    ClaimKind::Array | ClaimKind::Object => unescape_non_ascii(text, json),
+                    _ => json.push_str(text),
+                }
+                base64::encode_into(json.as_bytes(), out);
+                true
+            })
+        }
+    }
+}
+
+/// The rendered (not yet encoded) value of a present claim.
+fn render_text_v2(ctx: &mut Ctx, m: &Mapping, out: &mut String) -> bool {
+    let start = out.len();
+    // The text form is already the v1 rendering for every kind except a
+    // joined array (strings raw, numbers and booleans as text, objects and
+    // `array: "json"` as ASCII JSON).
+    if !ctx.push_claim_text(&m.claim, out) {
+        return false;
+    }
+    let sep = match &m.array {
+        ArrayMode::Join(sep) => sep,
+        ArrayMode::Json => return true,
+    };
+    if !out[start..].starts_with('[') || ctx.claim_kind(&m.claim) != ClaimKind::Array {
+        return true;
+    }
+    out.truncate(start);
+    let n = ctx.claim_count(&m.claim).unwrap_or(0);
+    for i in 0..n {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        // Items: strings raw, numbers/booleans as text, arrays/objects as
+        // ASCII JSON — the text forms; a null item (MISSING) is "null".
+        if !ctx.push_claim_item_text(&m.claim, i, out) {
+            out.push_str("null");
+        }
+    }
+    true
+}
+
+/// Appends `ascii_json` (compact JSON with every character outside
+/// 0x20..=0x7E escaped) with the `\uXXXX` escapes of characters >= U+007F
+/// turned back into UTF-8: the text [`Value::to_json`] gives for the same
+/// value. Other escapes (`\"`, `\n`, `\u001f`, …) stay as they are.
+pub fn unescape_non_ascii(ascii_json: &str, out: &mut String) {
+    fn unit(b: &[u8]) -> Option<u32> {
+        if b.len() < 6 || b[0] != b'\\' || b[1] != b'u' {
+            return None;
+        }
+        let hex = std::str::from_utf8(&b[2..6]).ok()?;
+        u32::from_str_radix(hex, 16).ok()
+    }
+    let b = ascii_json.as_bytes();
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let decoded = match unit(&b[i..]) {
+            Some(hi @ 0xd800..=0xdbff) => match unit(&b[i + 6..]) {
+                Some(lo @ 0xdc00..=0xdfff) => {
+                    char::from_u32(0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)).map(|c| (c, 12))
+                }
+                _ => None,
+            },
+            Some(u) if u >= 0x7f => char::from_u32(u).map(|c| (c, 6)),
+            _ => None,
+        };
+        match decoded {
+            Some((c, len)) => {
+                out.push_str(&ascii_json[copied..i]);
+                out.push(c);
+                i += len;
+                copied = i;
+            }
+            // Another escape: keep both characters (so `\\u00e9` stays).
+            None => i += 2,
+        }
+    }
+    out.push_str(&ascii_json[copied..]);
+}
+
+#[cfg(feature = "abi-v1")]
+portcullis_plugin_sdk::plugin!(Config, init, on_request);
+#[cfg(not(feature = "abi-v1"))]
+portcullis_plugin_sdk::plugin_v2!(Config, init, on_request_v2);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use portcullis_plugin_sdk::json::parse;
+    use portcullis_plugin_sdk::TestHost;
 
     fn cfg(s: &str) -> Config {
         init(&parse(s.as_bytes()).unwrap()).unwrap_or_else(|e| panic!("{}: {}", s, e))
@@ -444,6 +605,95 @@ mod tests {
             run(&j, r#"{"a":["x\ny"]}"#),
             Outcome::Continue(vec![HeaderChange::set("X-A", r#"["x\ny"]"#)])
         );
+    }
+
+    /// v1 (parsed claims) and v2 (text forms through the test host) give
+    /// the same outcome, and v2 never fetches the claims JSON.
+    fn same_v1_v2(c: &Config, claims: &str) -> Outcome {
+        let v1 = run(c, claims);
+        let mut host = TestHost::new(claims);
+        let v2 = host.run(c, on_request_v2);
+        assert_eq!(v1, v2, "claims {}", claims);
+        assert_eq!(host.counts.claims_json, 0, "claims {}", claims);
+        assert_eq!(host.counts.request_json, 0, "claims {}", claims);
+        assert!(host.counts.header_batch <= 1);
+        v2
+    }
+
+    const CLAIMS: &[&str] = &[
+        r#"{"sub":"u-1","roles":["admin","ops"],"org":{"tenant":{"id":"acme"}}}"#,
+        r#"{"sub":"u-1","org":null}"#,
+        r#"{"roles":["a"]}"#,
+        r#"{"sub":null}"#,
+        "{}",
+        r#"{"sub":42.0,"a":1e-7,"roles":[0.25,1.5e300,-7,42.0,1e21,123456789012]}"#,
+        r#"{"sub":"Zoë 😀","a":["é😀",true,null,[2,[]],{"k":"é","n":null}],"roles":[]}"#,
+        r#"{"sub":"x","a":"[not an array","roles":"[1,2]"}"#,
+        r#"{"sub":"x","a":{"b":[1,"é","\u007f\\u00e9\"\n"]},"org":{"tenant":{"id":7}}}"#,
+        r#"{"sub":"x","https://example.com/roles":["r1","r2"],"a.b":"dotted","a":{"b":"nested"}}"#,
+        r#"{"sub":"x\r\nX-Evil: 1"}"#,
+        r#"{"sub":true,"a":false,"roles":[true,false]}"#,
+        r#"{"sub":"s","a":["x\ny"],"roles":["a,b","c"]}"#,
+    ];
+
+    #[test]
+    fn v2_matches_v1_for_every_config_and_claims() {
+        let configs = [
+            EXAMPLE,
+            r#"{"headers":[{"header":"X-A","claim":"a"},{"header":"X-R","claim":"roles","separator":"; "},{"header":"X-S","claim":"sub"}]}"#,
+            r#"{"headers":[{"header":"X-A","claim":"a","array":"json"},{"header":"X-R","claim":"roles","array":"json"},{"header":"X-S","claim":"sub","array":"json"}]}"#,
+            r#"{"headers":[{"header":"X-A","claim":"a","encoding":"base64"},{"header":"X-R","claim":"roles","encoding":"base64"},{"header":"X-S","claim":"sub","encoding":"base64","array":"json"}]}"#,
+            r#"{"headers":[{"header":"X-A","claim":"a","encoding":"base64json"},{"header":"X-R","claim":"roles","encoding":"base64json"},{"header":"X-S","claim":"sub","encoding":"base64json"},{"header":"X-O","claim":"org","encoding":"base64json"}]}"#,
+            r#"{"headers":[{"header":"X-D","claim":["https://example.com/roles"]},{"header":"X-E","claim":["a.b"]},{"header":"X-F","claim":"a.b"},{"header":"X-G","claim":"roles.1","default":"-"},{"header":"X-T","claim":"org.tenant.id","required":true}],"missing_status":401,"missing_message":"log in"}"#,
+        ];
+        for c in configs {
+            let c = cfg(c);
+            for claims in CLAIMS {
+                same_v1_v2(&c, claims);
+            }
+        }
+    }
+
+    #[test]
+    fn v2_reads_scalars_and_joined_arrays_without_json() {
+        let c = cfg(EXAMPLE);
+        let mut host = TestHost::new(CLAIMS[0]);
+        let mut st = portcullis_plugin_sdk::CtxState::new(); // no retries
+        let out = host.run_with(&mut st, &c, on_request_v2);
+        assert!(matches!(out, Outcome::Continue(ref ch) if ch.len() == 4), "{:?}", out);
+        // sub: 1 claim; roles: claim + kind + count + 2 items; org.tenant.id:
+        // 1 claim; org (base64json): kind + claim.
+        assert_eq!(host.counts.claim, 6);
+        assert_eq!(host.counts.claim_kind, 2);
+        assert_eq!(host.counts.claim_count, 1);
+        assert_eq!(host.counts.header_batch, 1);
+    }
+
+    #[test]
+    fn v2_reuses_its_buffers_across_requests() {
+        let c = cfg(EXAMPLE);
+        let mut st = portcullis_plugin_sdk::CtxState::new();
+        let mut host = TestHost::new(CLAIMS[0]);
+        let first = host.run_with(&mut st, &c, on_request_v2);
+        for _ in 0..5 {
+            assert_eq!(host.run_with(&mut st, &c, on_request_v2), first);
+        }
+    }
+
+    #[test]
+    fn unescape_restores_utf8_json() {
+        for claims in CLAIMS {
+            let v = parse(claims.as_bytes()).unwrap();
+            let mut out = String::new();
+            unescape_non_ascii(&v.to_json_ascii(), &mut out);
+            assert_eq!(out, v.to_json(), "{}", claims);
+        }
+    }
+
+    #[test]
+    fn claim_paths_v2_cannot_address_are_rejected() {
+        let e = cfg_err(r#"{"headers":[{"header":"X-A","claim":["a\u0000b"]}]}"#);
+        assert!(e.contains("headers[0]") && e.contains("NUL"), "{}", e);
     }
 
     #[test]

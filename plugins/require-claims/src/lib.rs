@@ -22,7 +22,13 @@
 //!   `"read write"` contains `"write"`, not `"writ"`).
 //! - `exists: true|false` — the claim is present and not null / absent.
 
-use portcullis_plugin_sdk::{config, plugin, ClaimPath, Outcome, Request, Value};
+//!
+//! Built as an ABI v2 module ([`on_request_v2`]): claims are read by path in
+//! their text form, never parsed as JSON. [`on_request`] is the same logic
+//! on parsed claims (the v1 form, kept for tests).
+
+use portcullis_plugin_sdk::json::Number;
+use portcullis_plugin_sdk::{config, ClaimKind, ClaimPath, Ctx, Outcome, Request, Value};
 
 /// What a rule checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +102,9 @@ pub fn init(cfg: &Value) -> Result<Config, String> {
             &["claim", "equals", "any_of", "contains", "exists"],
         )?;
         let claim = ClaimPath::from_config(config::required(item, "claim", &what)?)
+            .map_err(|e| format!("{}: {}", what, e))?;
+        claim
+            .check_addressable()
             .map_err(|e| format!("{}: {}", what, e))?;
         let mut checks = Vec::new();
         if let Some(v) = item.get("equals") {
@@ -188,19 +197,98 @@ pub fn on_request(cfg: &Config, claims: &Value, _req: &Request) -> Outcome {
     }
 }
 
-plugin!(Config, init, on_request);
+/// Whether a claim value given by kind and text form equals the scalar `x`
+/// (type-strict; numbers by value, as [`Value`]'s equality).
+pub fn text_equals(kind: ClaimKind, text: &str, x: &Value) -> bool {
+    match (kind, x) {
+        (ClaimKind::String, Value::String(s)) => text == s,
+        (ClaimKind::Bool, Value::Bool(b)) => text == if *b { "true" } else { "false" },
+        (ClaimKind::Number, Value::Number(n)) => Number::from_text(text).map_or(false, |m| m == *n),
+        _ => false,
+    }
+}
+
+/// Whether item `i` of the array claim equals one of `values`.
+fn item_in(ctx: &mut Ctx, path: &ClaimPath, i: usize, values: &[Value]) -> bool {
+    let kind = ctx.claim_item_kind(path, i);
+    match kind {
+        ClaimKind::String | ClaimKind::Number | ClaimKind::Bool => {}
+        _ => return false, // null, arrays and objects never equal a scalar
+    }
+    match ctx.claim_item_text(path, i) {
+        Some(t) => values.iter().any(|x| text_equals(kind, t, x)),
+        None => false,
+    }
+}
+
+/// [`passes`] for ABI v2: the same result from `claim_kind`, `claim`,
+/// `claim_count` and item reads.
+pub fn passes_v2(rule: &Rule, ctx: &mut Ctx) -> bool {
+    let path = &rule.claim;
+    let kind = ctx.claim_kind(path);
+    if let Check::Exists(want) = rule.check {
+        return kind.is_present() == want;
+    }
+    if !kind.is_present() {
+        return false;
+    }
+    if kind == ClaimKind::Array {
+        let values = match &rule.check {
+            Check::AnyOf(list) => &list[..],
+            Check::Contains(x) => std::slice::from_ref(x),
+            _ => return false, // an array never equals a scalar
+        };
+        let n = ctx.claim_count(path).unwrap_or(0);
+        return (0..n).any(|i| item_in(ctx, path, i, values));
+    }
+    let check = &rule.check;
+    let text = match ctx.claim_text(path) {
+        Some(t) => t,
+        None => return false,
+    };
+    match check {
+        Check::Equals(x) => text_equals(kind, text, x),
+        Check::AnyOf(list) => list.iter().any(|x| text_equals(kind, text, x)),
+        Check::Contains(Value::String(word)) if kind == ClaimKind::String => {
+            text.split(' ').any(|w| w == word)
+        }
+        Check::Contains(_) | Check::Exists(_) => false,
+    }
+}
+
+/// ABI v2 `on_request`: continues when the rules pass (all or any), else
+/// denies — as [`on_request`].
+pub fn on_request_v2(cfg: &Config, ctx: &mut Ctx) -> Outcome {
+    let ok = match cfg.mode {
+        Mode::All => cfg.rules.iter().all(|r| passes_v2(r, ctx)),
+        Mode::Any => cfg.rules.iter().any(|r| passes_v2(r, ctx)),
+    };
+    if ok {
+        Outcome::pass()
+    } else {
+        Outcome::deny(cfg.status, cfg.message.clone())
+    }
+}
+
+portcullis_plugin_sdk::plugin_v2!(Config, init, on_request_v2);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use portcullis_plugin_sdk::json::parse;
+    use portcullis_plugin_sdk::TestHost;
 
     fn cfg(s: &str) -> Config {
         init(&parse(s.as_bytes()).unwrap()).unwrap_or_else(|e| panic!("{}: {}", s, e))
     }
 
     fn allowed(c: &Config, claims: &str) -> bool {
-        match on_request(c, &parse(claims.as_bytes()).unwrap(), &Request::default()) {
+        let v1 = on_request(c, &parse(claims.as_bytes()).unwrap(), &Request::default());
+        // The v2 build decides the same without reading the claims JSON.
+        let mut host = TestHost::new(claims);
+        assert_eq!(host.run(c, on_request_v2), v1, "{}", claims);
+        assert_eq!(host.counts.claims_json, 0);
+        match v1 {
             Outcome::Continue(changes) => {
                 assert!(changes.is_empty());
                 true
@@ -293,6 +381,55 @@ mod tests {
         );
         assert!(allowed(&c, r#"{"role":"admin","groups":["billing"]}"#));
         assert!(!allowed(&c, r#"{"role":"ops","groups":["billing"]}"#));
+    }
+
+    #[test]
+    fn v1_and_v2_agree_on_numbers_unicode_nesting_and_dotted_names() {
+        let rules = [
+            r#"{"claim":"n","equals":42}"#,
+            r#"{"claim":"n","equals":42.0}"#,
+            r#"{"claim":"n","any_of":[1e-7,0.25,"42"]}"#,
+            r#"{"claim":"n","contains":0.25}"#,
+            r#"{"claim":"n","contains":"é😀"}"#,
+            r#"{"claim":"n","contains":"b"}"#,
+            r#"{"claim":"n","equals":"Zoë 😀"}"#,
+            r#"{"claim":"n","equals":true}"#,
+            r#"{"claim":"n","any_of":[false,9223372036854775807]}"#,
+            r#"{"claim":"n","exists":true}"#,
+            r#"{"claim":"n","exists":false}"#,
+            r#"{"claim":"org.tenant.id","equals":"acme"}"#,
+            r#"{"claim":"roles.1","equals":"ops"}"#,
+            r#"{"claim":["https://x.io/roles"],"contains":"admin"}"#,
+            r#"{"claim":["a.b"],"equals":1}"#,
+        ];
+        let claims = [
+            r#"{"n":42}"#,
+            r#"{"n":42.0}"#,
+            r#"{"n":1e-7}"#,
+            r#"{"n":0.25}"#,
+            r#"{"n":"42"}"#,
+            r#"{"n":[0.25,"x",null,[0.25],{"a":0.25}]}"#,
+            r#"{"n":["é😀",true]}"#,
+            r#"{"n":"a b c"}"#,
+            r#"{"n":"Zoë 😀"}"#,
+            r#"{"n":true}"#,
+            r#"{"n":false}"#,
+            r#"{"n":9223372036854775807}"#,
+            r#"{"n":null}"#,
+            r#"{"n":{"42":42}}"#,
+            r#"{"org":{"tenant":{"id":"acme"}},"roles":["admin","ops"]}"#,
+            r#"{"https://x.io/roles":["admin"],"a.b":1.0,"a":{"b":2}}"#,
+            r#"{"https":{"//x":{"io/roles":["admin"]}},"a":{"b":1}}"#,
+            "{}",
+        ];
+        for r in rules {
+            for mode in ["all", "any"] {
+                let c = cfg(&format!(r#"{{"rules":[{}],"mode":"{}"}}"#, r, mode));
+                for claims in claims {
+                    allowed(&c, claims); // asserts v1 == v2
+                }
+            }
+        }
     }
 
     #[test]

@@ -84,10 +84,10 @@ impl Inputs {
 
 /// Runs a plugin's `init` on the config bytes. Returns the ABI code (0 ok,
 /// 1 rejected, logged) and the config on success.
-pub fn run_init<C>(
+pub fn run_init<C, H: Host + ?Sized>(
     cfg: Option<&[u8]>,
     init: fn(&Value) -> Result<C, String>,
-    host: &mut dyn Host,
+    host: &mut H,
 ) -> (i32, Option<C>) {
     let bytes = match cfg {
         Some(b) => b,

@@ -456,10 +456,10 @@ enum Fetch {
 
 /// The buffer protocol: call, and if the value is longer than `buf`, grow
 /// it and call once more. `Ok(n)`: the value is `buf[..n]`.
-fn fetch(
-    host: &mut dyn HostV2,
+fn fetch<H: HostV2 + ?Sized>(
+    host: &mut H,
     buf: &mut Vec<u8>,
-    mut call: impl FnMut(&mut dyn HostV2, &mut [u8]) -> i32,
+    mut call: impl FnMut(&mut H, &mut [u8]) -> i32,
 ) -> Result<usize, Fetch> {
     let n = call(host, &mut buf[..]);
     if n < 0 {
@@ -498,14 +498,25 @@ fn code_name(code: i32) -> &'static str {
 /// `INVALID`, text that is not UTF-8, …) is recorded as a **fault**: the SDK
 /// then logs it and fails the call with 2 whatever the plugin returns, so
 /// a plugin never decides on a value it could not read.
-pub struct Ctx<'a> {
-    host: &'a mut dyn HostV2,
+///
+/// `H` is the host: [`DefaultHost`] — the real imports on wasm32 (static
+/// calls, so a module imports only what it uses), `dyn HostV2` elsewhere
+/// (e.g. [`TestHost`]). Plugins just write `&mut Ctx`.
+pub struct Ctx<'a, H: HostV2 + ?Sized = DefaultHost> {
+    host: &'a mut H,
     st: &'a mut CtxState,
 }
 
-impl<'a> Ctx<'a> {
+/// The host type of a plain `Ctx`: the wasm32 imports.
+#[cfg(target_arch = "wasm32")]
+pub type DefaultHost = crate::host::WasmHost;
+/// The host type of a plain `Ctx`: any [`HostV2`] (tests).
+#[cfg(not(target_arch = "wasm32"))]
+pub type DefaultHost = dyn HostV2;
+
+impl<'a, H: HostV2 + ?Sized> Ctx<'a, H> {
     /// Starts a request: clears the header batch, caches and fault of `st`.
-    pub fn new(host: &'a mut dyn HostV2, st: &'a mut CtxState) -> Ctx<'a> {
+    pub fn new(host: &'a mut H, st: &'a mut CtxState) -> Ctx<'a, H> {
         st.batch.clear();
         st.claims = None;
         st.request = None;
@@ -607,7 +618,7 @@ impl<'a> Ctx<'a> {
         &mut self,
         what: &dyn fmt::Display,
         quiet: &[i32],
-        call: &mut dyn FnMut(&mut dyn HostV2, &mut [u8]) -> i32,
+        call: &mut dyn FnMut(&mut H, &mut [u8]) -> i32,
     ) -> Option<usize> {
         match fetch(self.host, &mut self.st.buf, |h, b| call(h, b)) {
             Ok(n) => {
@@ -821,7 +832,7 @@ impl<'a> Ctx<'a> {
     /// Runs `f` with a cleared scratch string taken from the context's pool
     /// (returned afterwards, keeping its capacity): build header values
     /// without allocating per request. Nested calls get distinct strings.
-    pub fn with_scratch<R>(&mut self, f: impl FnOnce(&mut Ctx<'a>, &mut String) -> R) -> R {
+    pub fn with_scratch<R>(&mut self, f: impl FnOnce(&mut Ctx<'a, H>, &mut String) -> R) -> R {
         let mut s = self.st.scratch.pop().unwrap_or_default();
         s.clear();
         let r = f(self, &mut s);
@@ -910,10 +921,10 @@ impl fmt::Display for Describe<'_> {
 
 /// Runs a v2 plugin's `on_request` for one request and applies its outcome
 /// (see [`Ctx::finish`]). Returns the `on_request` code.
-pub fn run_on_request_v2<C>(
+pub fn run_on_request_v2<C, H: HostV2 + ?Sized>(
     cfg: Option<&C>,
-    on_request: fn(&C, &mut Ctx<'_>) -> Outcome,
-    host: &mut dyn HostV2,
+    on_request: fn(&C, &mut Ctx<'_, H>) -> Outcome,
+    host: &mut H,
     st: &mut CtxState,
 ) -> i32 {
     let mut ctx = Ctx::new(host, st);
@@ -1030,7 +1041,11 @@ impl TestHost {
     /// buffer forces the retry path) and returns what the gateway would
     /// observe: `Continue` with the changes the host accepted, `Deny` as
     /// called, or `Error` with the last error logged.
-    pub fn run<C>(&mut self, cfg: &C, on_request: fn(&C, &mut Ctx<'_>) -> Outcome) -> Outcome {
+    pub fn run<C>(
+        &mut self,
+        cfg: &C,
+        on_request: fn(&C, &mut Ctx<'_, dyn HostV2>) -> Outcome,
+    ) -> Outcome {
         let mut st = CtxState::with_buffer(8);
         self.run_with(&mut st, cfg, on_request)
     }
@@ -1040,10 +1055,11 @@ impl TestHost {
         &mut self,
         st: &mut CtxState,
         cfg: &C,
-        on_request: fn(&C, &mut Ctx<'_>) -> Outcome,
+        on_request: fn(&C, &mut Ctx<'_, dyn HostV2>) -> Outcome,
     ) -> Outcome {
         let start = self.calls.len();
-        let code = run_on_request_v2(Some(cfg), on_request, self, st);
+        let host: &mut dyn HostV2 = self;
+        let code = run_on_request_v2(Some(cfg), on_request, host, st);
         observed(code, &self.calls[start..])
     }
 

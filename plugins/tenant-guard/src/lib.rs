@@ -21,7 +21,8 @@
 //! - a segment decodes to something containing `/`, `\` or NUL (`%2F`,
 //!   `%5C`, `%00`), or has a malformed `%` escape.
 
-use portcullis_plugin_sdk::{config, plugin, ClaimPath, Outcome, Request, Value};
+use portcullis_plugin_sdk::json::Number;
+use portcullis_plugin_sdk::{config, ClaimKind, ClaimPath, Ctx, Outcome, Request, Value};
 
 /// Parsed config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +53,9 @@ pub fn init(cfg: &Value) -> Result<Config, String> {
         None | Some(Value::Null) => ClaimPath::parse("tenant_id")?,
         Some(v) => ClaimPath::from_config(v).map_err(|e| format!("config.claim: {}", e))?,
     };
+    claim
+        .check_addressable()
+        .map_err(|e| format!("config.claim: {}", e))?;
     Ok(Config {
         segment,
         claim,
@@ -127,38 +131,71 @@ pub fn segments(path: &str) -> Result<Vec<&str>, &'static str> {
     Ok(out)
 }
 
-/// Continues when the path's tenant segment equals the tenant claim.
-pub fn on_request(cfg: &Config, claims: &Value, req: &Request) -> Outcome {
-    let deny = || Outcome::deny(cfg.status, cfg.message.clone());
-    let segs = match segments(&req.path) {
+/// Whether `path`'s tenant segment is exactly `tenant` (non-empty).
+pub fn tenant_matches(cfg: &Config, path: &str, tenant: &str) -> bool {
+    let segs = match segments(path) {
         Ok(s) => s,
-        Err(_) => return deny(),
+        Err(_) => return false,
     };
-    let in_path = match segs.get(cfg.segment - 1) {
-        Some(s) => *s,
-        None => return deny(),
-    };
-    let tenant = match cfg.claim.find(claims) {
-        Some(Value::String(s)) => s.clone(),
-        Some(v @ Value::Number(_)) => match v.as_number() {
-            Some(portcullis_plugin_sdk::Number::Int(i)) => i.to_string(),
-            _ => return deny(),
-        },
-        _ => return deny(),
-    };
-    if !tenant.is_empty() && in_path == tenant {
-        Outcome::pass()
-    } else {
-        deny()
+    match segs.get(cfg.segment - 1) {
+        Some(in_path) => !tenant.is_empty() && *in_path == tenant,
+        None => false,
     }
 }
 
-plugin!(Config, init, on_request);
+/// The tenant as text from a parsed claim: a string, or an integer literal
+/// in decimal (`42`, not `42.0`); `None` for anything else.
+fn tenant_text(v: Option<&Value>) -> Option<String> {
+    match v {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(Number::Int(i))) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// Continues when the path's tenant segment equals the tenant claim (ABI v1).
+pub fn on_request(cfg: &Config, claims: &Value, req: &Request) -> Outcome {
+    match tenant_text(cfg.claim.find(claims)) {
+        Some(t) if tenant_matches(cfg, &req.path, &t) => Outcome::pass(),
+        _ => Outcome::deny(cfg.status, cfg.message.clone()),
+    }
+}
+
+/// ABI v2 `on_request`, same decisions as [`on_request`]: a string claim is
+/// read as text (`claim`) and compared with the path (`request_field`); a
+/// number claim falls back to the parsed claims, because only an integer
+/// *literal* counts (`42` but not `42.0`, which share the text form `42`).
+pub fn on_request_v2(cfg: &Config, ctx: &mut Ctx) -> Outcome {
+    let ok = match ctx.claim_kind(&cfg.claim) {
+        ClaimKind::String => ctx.with_scratch(|ctx, tenant| {
+            ctx.push_claim_text(&cfg.claim, tenant) && tenant_matches(cfg, ctx.path(), tenant)
+        }),
+        ClaimKind::Number => {
+            let tenant = match ctx.claims() {
+                Ok(claims) => tenant_text(cfg.claim.find(claims)),
+                Err(e) => return Outcome::Error(e),
+            };
+            match tenant {
+                Some(t) => tenant_matches(cfg, ctx.path(), &t),
+                None => false,
+            }
+        }
+        _ => false,
+    };
+    if ok {
+        Outcome::pass()
+    } else {
+        Outcome::deny(cfg.status, cfg.message.clone())
+    }
+}
+
+portcullis_plugin_sdk::plugin_v2!(Config, init, on_request_v2);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use portcullis_plugin_sdk::json::parse;
+    use portcullis_plugin_sdk::TestHost;
 
     fn cfg(s: &str) -> Config {
         init(&parse(s.as_bytes()).unwrap()).unwrap_or_else(|e| panic!("{}: {}", s, e))
@@ -170,7 +207,16 @@ mod tests {
             path: path.into(),
             ..Request::default()
         };
-        match on_request(c, &parse(claims.as_bytes()).unwrap(), &req) {
+        let v1 = on_request(c, &parse(claims.as_bytes()).unwrap(), &req);
+        // The v2 build decides the same, and reads no JSON for string claims.
+        let mut host = TestHost::new(claims).with_request(req.clone());
+        let v2 = host.run(c, on_request_v2);
+        assert_eq!(v1, v2, "{} {}", path, claims);
+        let parsed = parse(claims.as_bytes()).unwrap();
+        if !matches!(c.claim.find(&parsed), Some(Value::Number(_))) {
+            assert_eq!(host.counts.claims_json, 0, "{}", claims);
+        }
+        match v1 {
             Outcome::Continue(ch) => {
                 assert!(ch.is_empty());
                 true
@@ -207,6 +253,25 @@ mod tests {
         assert!(!check(&c, "/tenants/true", r#"{"tenant_id":true}"#));
         assert!(!check(&c, "/tenants/1.5", r#"{"tenant_id":1.5}"#));
         assert!(check(&c, "/tenants/42", r#"{"tenant_id":42}"#));
+    }
+
+    #[test]
+    fn only_integer_literals_count_in_v1_and_v2() {
+        let c = cfg(r#"{"segment":2}"#);
+        assert!(check(&c, "/tenants/42", r#"{"tenant_id":42}"#));
+        assert!(!check(&c, "/tenants/42", r#"{"tenant_id":42.0}"#));
+        assert!(!check(&c, "/tenants/1000", r#"{"tenant_id":1e3}"#));
+        assert!(!check(&c, "/tenants/1.5", r#"{"tenant_id":1.5}"#));
+        assert!(check(&c, "/tenants/-7", r#"{"tenant_id":-7}"#));
+    }
+
+    #[test]
+    fn claim_names_with_dots_and_nul() {
+        let c = cfg(r#"{"segment":1,"claim":["https://x.io/tenant"]}"#);
+        assert!(check(&c, "/acme", r#"{"https://x.io/tenant":"acme"}"#));
+        assert!(!check(&c, "/acme", r#"{"https":{"//x":{"io/tenant":"acme"}}}"#));
+        let e = init(&parse(br#"{"segment":1,"claim":["a\u0000"]}"#).unwrap()).unwrap_err();
+        assert!(e.contains("NUL"), "{}", e);
     }
 
     #[test]
