@@ -660,7 +660,11 @@ mod tests {
         let mut host = TestHost::new(CLAIMS[0]);
         let mut st = portcullis_plugin_sdk::CtxState::new(); // no retries
         let out = host.run_with(&mut st, &c, on_request_v2);
-        assert!(matches!(out, Outcome::Continue(ref ch) if ch.len() == 4), "{:?}", out);
+        assert!(
+            matches!(out, Outcome::Continue(ref ch) if ch.len() == 4),
+            "{:?}",
+            out
+        );
         // sub: 1 claim; roles: claim + kind + count + 2 items; org.tenant.id:
         // 1 claim; org (base64json): kind + claim.
         assert_eq!(host.counts.claim, 6);

@@ -328,8 +328,8 @@ impl<'a> Parser<'a> {
 
     fn string(&mut self) -> Result<String, ParseError> {
         self.i += 1; // opening quote
-        // Fast path: most strings (claim names, ids, e-mails) have no escapes;
-        // copy them in one exact allocation.
+                     // Fast path: most strings (claim names, ids, e-mails) have no escapes;
+                     // copy them in one exact allocation.
         let plain_end = self.b[self.i..]
             .iter()
             .position(|&c| c == b'"' || c == b'\\' || c < 0x20)

@@ -193,7 +193,10 @@ mod tests {
         assert!(nul.encode_into(&mut out).is_err());
         let long = ClaimPath::parse(&"a".repeat(1025)).unwrap();
         assert!(long.check_addressable().unwrap_err().contains("1024"));
-        assert!(ClaimPath::parse(&"a".repeat(1024)).unwrap().encoded().is_some());
+        assert!(ClaimPath::parse(&"a".repeat(1024))
+            .unwrap()
+            .encoded()
+            .is_some());
         assert_eq!(
             ClaimPath::from_segments(["a.b", "c"]).unwrap().encoded(),
             Some(&b"a.b\0c"[..])

@@ -143,7 +143,10 @@ mod tests {
 
     #[test]
     fn reads_the_client_certificate_when_there_is_one() {
-        let v = parse(br#"{"method":"GET","path":"/","client_cert":{"sha256":"q2V","subject":"CN=a"}}"#).unwrap();
+        let v = parse(
+            br#"{"method":"GET","path":"/","client_cert":{"sha256":"q2V","subject":"CN=a"}}"#,
+        )
+        .unwrap();
         let r = Request::from_json(&v).unwrap();
         assert_eq!(
             r.client_cert,

@@ -712,7 +712,12 @@ impl<'a, H: HostV2 + ?Sized> Ctx<'a, H> {
 
     /// Appends item `index`'s text form to `out`; false when there is no
     /// such item or it is `null`.
-    pub fn push_claim_item_text(&mut self, path: &ClaimPath, index: usize, out: &mut String) -> bool {
+    pub fn push_claim_item_text(
+        &mut self,
+        path: &ClaimPath,
+        index: usize,
+        out: &mut String,
+    ) -> bool {
         match self.claim_item_text(path, index) {
             Some(t) => {
                 out.push_str(t);
@@ -872,7 +877,9 @@ impl<'a, H: HostV2 + ?Sized> Ctx<'a, H> {
                         "{}(`{}`) {}",
                         op_name(op),
                         String::from_utf8_lossy(name),
-                        HeaderError::check(code).err().unwrap_or(HeaderError::Other(code))
+                        HeaderError::check(code)
+                            .err()
+                            .unwrap_or(HeaderError::Other(code))
                     ),
                     None => format!(
                         "header_batch answered {} (code {}, entry {} of {})",
@@ -1005,7 +1012,10 @@ impl TestHost {
     pub fn new(claims_json: &str) -> TestHost {
         let claims = json::parse(claims_json.as_bytes())
             .unwrap_or_else(|e| panic!("TestHost claims {}: {}", claims_json, e));
-        assert!(claims.as_object().is_some(), "TestHost claims must be an object");
+        assert!(
+            claims.as_object().is_some(),
+            "TestHost claims must be an object"
+        );
         TestHost {
             claims_json: claims_json.to_string(),
             claims,
@@ -1281,13 +1291,19 @@ impl HostV2 for TestHost {
         }
         let text = batch.text().to_vec();
         for (i, e) in raw.chunks(BATCH_ENTRY_LEN).enumerate() {
-            let w = |k: usize| u32::from_le_bytes([e[4 * k], e[4 * k + 1], e[4 * k + 2], e[4 * k + 3]]) as usize;
+            let w = |k: usize| {
+                u32::from_le_bytes([e[4 * k], e[4 * k + 1], e[4 * k + 2], e[4 * k + 3]]) as usize
+            };
             let (op, np, nl, vp, vl) = (w(0) as u32, w(1), w(2), w(3), w(4));
             if !(OP_SET..=OP_REMOVE).contains(&op) {
                 return 2 | ((i as i32) << 8);
             }
             let name = &text[np..np + nl];
-            let value: &[u8] = if op == OP_REMOVE { b"" } else { &text[vp..vp + vl] };
+            let value: &[u8] = if op == OP_REMOVE {
+                b""
+            } else {
+                &text[vp..vp + vl]
+            };
             let code = self.header_write(op, name, value);
             if code != 0 {
                 return code | ((i as i32) << 8);
@@ -1394,7 +1410,7 @@ mod tests {
         assert_eq!(h.claim(b"org\0\0id", &mut buf), INVALID);
         assert_eq!(h.claim(b"\xff", &mut buf), INVALID);
         assert_eq!(h.claim(&[b'a'; 1025], &mut buf), INVALID);
-        assert_eq!(h.claim_kind(b"org\0", ), INVALID);
+        assert_eq!(h.claim_kind(b"org\0",), INVALID);
         assert_eq!(h.claim_count(b"sub"), NOT_CONTAINER);
         // Too small: the length, nothing written.
         assert_eq!(h.claim(b"org\0tenant\0id", &mut buf[..3]), 4);
@@ -1482,7 +1498,9 @@ mod tests {
         b.remove("x-b");
         let raw = b.encode(1000).to_vec();
         assert_eq!(raw.len(), 40);
-        let w = |i: usize| u32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]);
+        let w = |i: usize| {
+            u32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]])
+        };
         assert_eq!([w(0), w(1), w(2), w(3), w(4)], [1, 1000, 3, 1003, 1]);
         assert_eq!([w(5), w(6), w(7), w(8), w(9)], [3, 1004, 3, 0, 0]);
         assert_eq!(b.text(), b"x-avx-b");
@@ -1544,7 +1562,11 @@ mod tests {
                 Outcome::pass() // would wrongly pass: the fault wins
             }
         });
-        assert!(matches!(&out, Outcome::Error(m) if m.contains("NUL")), "{:?}", out);
+        assert!(
+            matches!(&out, Outcome::Error(m) if m.contains("NUL")),
+            "{:?}",
+            out
+        );
     }
 
     #[test]

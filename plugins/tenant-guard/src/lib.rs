@@ -269,7 +269,11 @@ mod tests {
     fn claim_names_with_dots_and_nul() {
         let c = cfg(r#"{"segment":1,"claim":["https://x.io/tenant"]}"#);
         assert!(check(&c, "/acme", r#"{"https://x.io/tenant":"acme"}"#));
-        assert!(!check(&c, "/acme", r#"{"https":{"//x":{"io/tenant":"acme"}}}"#));
+        assert!(!check(
+            &c,
+            "/acme",
+            r#"{"https":{"//x":{"io/tenant":"acme"}}}"#
+        ));
         let e = init(&parse(br#"{"segment":1,"claim":["a\u0000"]}"#).unwrap()).unwrap_err();
         assert!(e.contains("NUL"), "{}", e);
     }
