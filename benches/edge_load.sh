@@ -235,7 +235,6 @@ plugins:
   identity:
     module: $PWD/plugins/out/claims-to-headers.wasm
     allow_headers: [X-User-Id, X-User-Role, X-User-Email]
-    timeout: 1s   # as in benches/load.sh: the wall-clock deadline on 2 shared cores
     config:
       headers:
         - { header: X-User-Id, claim: sub, required: true }

@@ -115,7 +115,6 @@ plugins:
   identity:
     module: $PWD/plugins/out/claims-to-headers.wasm
     allow_headers: [X-User-Id, X-User-Role, X-User-Email]
-    timeout: 1s
     config:
       headers:
         - { header: X-User-Id, claim: sub, required: true }

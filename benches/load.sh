@@ -139,9 +139,6 @@ plugins:
   identity:
     module: $PWD/plugins/out/claims-to-headers.wasm
     allow_headers: [X-User-Id, X-User-Role, X-User-Email]
-    # The 10ms default deadline is wall-clock time: with client, gateway and upstream
-    # sharing 2 cores a descheduled worker can pass it. It costs the same either way.
-    timeout: 1s
     config:
       headers:
         - { header: X-User-Id, claim: sub, required: true }

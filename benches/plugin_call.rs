@@ -1,7 +1,9 @@
 //! Per-call cost of a Wasm policy plugin: `claims-to-headers` (built by
-//! `plugins/build.sh`) on a reused instance and on a fresh instance per
-//! call, against the same mapping written natively in Rust, plus a trivial
-//! WAT plugin for the fixed cost of crossing into Wasm.
+//! `plugins/build.sh`) on ABI v2 (claims read by import, one header batch)
+//! and its ABI v1 build (claims and request copied in as JSON and parsed by
+//! the guest), on a reused instance and on a fresh instance per call,
+//! against the same mapping written natively in Rust, plus a trivial WAT
+//! plugin for the fixed cost of crossing into Wasm.
 //!
 //! `cargo bench --bench plugin_call`
 
@@ -10,6 +12,7 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use portcullis::claims::Claims;
 use portcullis::plugin::{
     CompiledPlugin, HeaderChange, Isolation, Outcome, PluginChain, PluginHost, PluginSpec,
     RequestMeta,
@@ -36,8 +39,9 @@ fn module(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn claims_to_headers(host: &PluginHost, isolation: Isolation) -> PluginChain {
-    let mut spec = PluginSpec::new("claims-to-headers", module("claims-to-headers"));
+/// `build`: `claims-to-headers` (ABI v2) or `claims-to-headers-v1`.
+fn claims_to_headers(host: &PluginHost, build: &str, isolation: Isolation) -> PluginChain {
+    let mut spec = PluginSpec::new("claims-to-headers", module(build));
     spec.config = json!({"headers": [
         {"header": "X-User-Id", "claim": "sub", "required": true},
         {"header": "X-User-Roles", "claim": "roles", "array": "join", "separator": ","},
@@ -53,8 +57,7 @@ fn claims_to_headers(host: &PluginHost, isolation: Isolation) -> PluginChain {
 }
 
 /// The same mapping in Rust: what the plugin costs on top of doing it natively.
-fn native_mapping(claims: &[u8]) -> Option<Vec<HeaderChange>> {
-    let claims: serde_json::Value = serde_json::from_slice(claims).ok()?;
+fn native_mapping(claims: &Claims) -> Option<Vec<HeaderChange>> {
     let sub = claims.get("sub")?.as_str()?;
     let roles = claims.get("roles").and_then(|r| r.as_array()).map(|items| {
         items
@@ -67,7 +70,8 @@ fn native_mapping(claims: &[u8]) -> Option<Vec<HeaderChange>> {
             .join(",")
     });
     let tenant = claims
-        .pointer("/org/tenant/id")
+        .get("org")
+        .and_then(|o| o.pointer("/tenant/id"))
         .and_then(|t| t.as_str())
         .unwrap_or("none");
     let mut changes = vec![HeaderChange::Set(
@@ -100,12 +104,15 @@ fn bench(c: &mut Criterion) {
         client_cert: None,
     };
 
-    let reused = claims_to_headers(&host, Isolation::Reused);
-    let per_request = claims_to_headers(&host, Isolation::PerRequest);
-    let expected = native_mapping(CLAIMS).expect("native mapping");
-    for chain in [&reused, &per_request] {
+    let claims = Claims::from_value(serde_json::from_slice(CLAIMS).expect("claims")).unwrap();
+    let empty = Claims::empty();
+    let reused = claims_to_headers(&host, "claims-to-headers", Isolation::Reused);
+    let per_request = claims_to_headers(&host, "claims-to-headers", Isolation::PerRequest);
+    let reused_v1 = claims_to_headers(&host, "claims-to-headers-v1", Isolation::Reused);
+    let expected = native_mapping(&claims).expect("native mapping");
+    for chain in [&reused, &per_request, &reused_v1] {
         assert_eq!(
-            chain.run(CLAIMS, &req).outcome,
+            chain.run(&claims, &req).outcome,
             Outcome::Continue(expected.clone()),
             "plugin and native mapping disagree"
         );
@@ -119,16 +126,19 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("plugin_call");
     group.bench_function("claims_to_headers/reused", |b| {
-        b.iter(|| reused.run(black_box(CLAIMS), black_box(&req)))
+        b.iter(|| reused.run(black_box(&claims), black_box(&req)))
     });
     group.bench_function("claims_to_headers/per_request", |b| {
-        b.iter(|| per_request.run(black_box(CLAIMS), black_box(&req)))
+        b.iter(|| per_request.run(black_box(&claims), black_box(&req)))
+    });
+    group.bench_function("claims_to_headers_abi_v1/reused", |b| {
+        b.iter(|| reused_v1.run(black_box(&claims), black_box(&req)))
     });
     group.bench_function("claims_to_headers/native_rust", |b| {
-        b.iter(|| native_mapping(black_box(CLAIMS)))
+        b.iter(|| native_mapping(black_box(&claims)))
     });
     group.bench_function("trivial_wat/reused", |b| {
-        b.iter(|| trivial.run(black_box(b"{}"), black_box(&req)))
+        b.iter(|| trivial.run(black_box(&empty), black_box(&req)))
     });
     let mut trivial_fresh = PluginSpec::new("example-wat", module("example-wat"));
     trivial_fresh.allow_headers = vec![HeaderName::from_static("x-plugin-lang")];
@@ -137,7 +147,7 @@ fn bench(c: &mut Criterion) {
         CompiledPlugin::compile(&host, trivial_fresh).expect("compile example-wat"),
     )]);
     group.bench_function("trivial_wat/per_request", |b| {
-        b.iter(|| trivial_fresh.run(black_box(b"{}"), black_box(&req)))
+        b.iter(|| trivial_fresh.run(black_box(&empty), black_box(&req)))
     });
     group.finish();
 }

@@ -13,6 +13,7 @@
 pub(crate) mod access;
 pub(crate) mod admin;
 pub mod canonical;
+pub mod claims;
 pub mod cli;
 pub mod config;
 pub(crate) mod conn_guard;

@@ -145,10 +145,10 @@ fn run<W: Write>(args: TestArgs, report: &mut Report<W>) -> Result<ExitCode, Str
         Some(p) => read_doc(p, "claims")?,
         None => serde_json::json!({}),
     };
-    if !claims.is_object() {
+    let serde_json::Value::Object(claims) = claims else {
         return Err("claims must be a JSON object".into());
-    }
-    let claims_json = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
+    };
+    let claims = std::sync::Arc::new(crate::claims::Claims::new(claims));
     let mut headers = HeaderMap::new();
     for h in &args.headers {
         let (name, value) = h
@@ -192,7 +192,8 @@ fn run<W: Write>(args: TestArgs, report: &mut Report<W>) -> Result<ExitCode, Str
         client_cert: None,
     };
     let host = PluginHost::new().map_err(|e| e.to_string())?;
-    let run = run_once(&host, spec.clone(), &claims_json, &meta).map_err(|e| e.to_string())?;
+    let run = run_once(&host, spec.clone(), &claims, &meta).map_err(|e| e.to_string())?;
+    say!(report, "abi: v{}", run.abi.number());
     for line in &run.logs {
         say!(report, "log {}: {}", line.level.as_str(), line.message);
     }
@@ -243,7 +244,7 @@ fn run<W: Write>(args: TestArgs, report: &mut Report<W>) -> Result<ExitCode, Str
     };
     if args.iterations > 0 && !report.closed {
         let plugin = CompiledPlugin::compile(&host, spec).map_err(|e| e.to_string())?;
-        let m = measure(&plugin, &claims_json, &meta, args.iterations);
+        let m = measure(&plugin, &claims, &meta, args.iterations);
         say!(
             report,
             "time per call: {:.2} µs mean, {:.2} µs min over {} calls (reused instance; first call {:.1} µs)",

@@ -8,9 +8,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use portcullis::claims::Claims;
 use portcullis::plugin::{
-    ChainResult, CompiledPlugin, HeaderChange, InvocationResult, Isolation, OnError, Outcome,
-    PluginChain, PluginError, PluginHost, PluginSpec, RequestMeta,
+    AbiVersion, ChainResult, CompiledPlugin, HeaderChange, InvocationResult, Isolation, OnError,
+    Outcome, PluginChain, PluginError, PluginHost, PluginSpec, RequestMeta,
 };
 use serde_json::json;
 
@@ -111,14 +112,16 @@ impl Req {
     }
 }
 
-fn run(chain: &PluginChain, claims: serde_json::Value, req: &Req) -> ChainResult {
-    let claims = serde_json::to_vec(&claims).expect("claims json");
-    chain.run(&claims, &req.meta())
+fn claims(value: serde_json::Value) -> Arc<Claims> {
+    Claims::from_value(value).expect("claims are an object")
 }
 
-fn call(plugin: &Arc<CompiledPlugin>, claims: serde_json::Value) -> Outcome {
-    let claims = serde_json::to_vec(&claims).expect("claims json");
-    plugin.call(&claims, &Req::get("/api/x").meta())
+fn run(chain: &PluginChain, value: serde_json::Value, req: &Req) -> ChainResult {
+    chain.run(&claims(value), &req.meta())
+}
+
+fn call(plugin: &Arc<CompiledPlugin>, value: serde_json::Value) -> Outcome {
+    plugin.call(&claims(value), &Req::get("/api/x").meta())
 }
 
 fn set(name: &'static str, value: &str) -> HeaderChange {
@@ -561,7 +564,7 @@ fn infinite_loop_is_stopped_at_the_deadline() {
     assert_eq!(err.invocation_result(), InvocationResult::Timeout, "{err}");
     assert_eq!(
         err.to_string(),
-        "plugin `spin`: ran past its 20ms deadline and was stopped"
+        "plugin `spin`: used its 20ms of CPU time (limits.deadline) and was stopped"
     );
     // At least deadline minus one 1 ms tick; the upper bound is loose
     // because the ticker thread may be starved on a busy test machine.
@@ -726,7 +729,7 @@ fn broken_modules_are_refused_at_load_with_a_clear_message() {
     let err = |name: &str| compile_err(spec(name, module(name), json!({}), &[])).to_string();
     assert_eq!(
         err("hostile-wrong-abi-version"),
-        "plugin `hostile-wrong-abi-version`: module exports ABI version 2, this gateway speaks version 1: rebuild the plugin against the v1 SDK"
+        "plugin `hostile-wrong-abi-version`: module reports ABI version 2, but its portcullis_on_request has the ABI v1 signature (four i32 parameters); this gateway speaks versions 1 and 2: rebuild the plugin against the SDK"
     );
     assert!(
         err("hostile-missing-export")
@@ -747,7 +750,7 @@ fn broken_modules_are_refused_at_load_with_a_clear_message() {
     );
     assert!(
         err("hostile-wrong-import-signature")
-            .contains("import `portcullis::set_header` has type (i64, i64) -> i32, ABI v1 needs (i32, i32, i32, i32) -> i32"),
+            .contains("import `portcullis::set_header` has type (i64, i64) -> i32, the ABI needs (i32, i32, i32, i32) -> i32"),
         "{}",
         err("hostile-wrong-import-signature")
     );
@@ -808,7 +811,7 @@ fn invocations_report_durations_and_measure_gives_a_per_call_mean() {
     );
     assert!(r.invocations[0].duration > Duration::ZERO);
     let req = Req::get("/");
-    let m = portcullis::plugin::measure(&plugin, br#"{"sub":"u"}"#, &req.meta(), 100);
+    let m = portcullis::plugin::measure(&plugin, &claims(json!({"sub": "u"})), &req.meta(), 100);
     assert_eq!(m.iterations, 100);
     assert!(
         m.mean > Duration::ZERO && m.mean < Duration::from_millis(10),
@@ -816,4 +819,311 @@ fn invocations_report_durations_and_measure_gives_a_per_call_mean() {
     );
     assert!(m.min <= m.mean);
     assert!(matches!(m.outcome, Outcome::Continue(_)));
+}
+
+// ------------------------------------------------------------------ ABI v2
+
+#[test]
+fn claims_to_headers_on_abi_v2_decides_exactly_like_its_v1_build() {
+    let config = json!({"headers": [
+        {"header": "X-User-Id", "claim": "sub", "required": true},
+        {"header": "X-User-Roles", "claim": "roles", "array": "join", "separator": ","},
+        {"header": "X-Roles-Json", "claim": "roles", "array": "json"},
+        {"header": "X-Org", "claim": "org.tenant.id", "default": "none"},
+        {"header": "X-Plan", "claim": ["https://example.com/plan"]},
+        {"header": "X-Org-B64", "claim": "org", "encoding": "base64json"},
+        {"header": "X-Score", "claim": "score"},
+        {"header": "X-Email", "claim": "email", "encoding": "base64"}
+    ]});
+    let allow = [
+        "x-user-id",
+        "x-user-roles",
+        "x-roles-json",
+        "x-org",
+        "x-plan",
+        "x-org-b64",
+        "x-score",
+        "x-email",
+    ];
+    let v2 = compile(spec(
+        "c2h",
+        module("claims-to-headers"),
+        config.clone(),
+        &allow,
+    ));
+    let v1 = compile(spec("c2h", module("claims-to-headers-v1"), config, &allow));
+    assert_eq!(v2.abi(), AbiVersion::V2);
+    assert_eq!(v1.abi(), AbiVersion::V1);
+    let cases = [
+        json!({"sub": "u-1", "roles": ["admin", "ops", 3, true, null, {"k": "v"}],
+               "org": {"tenant": {"id": "acme"}}, "https://example.com/plan": "pro",
+               "score": 42.0, "email": "a@b.c"}),
+        json!({"sub": "Zürich 😀", "roles": [], "score": 1e-7, "org": {"é": "\u{1}\n"}}),
+        json!({"sub": "u-2", "score": 0.25, "org": {"tenant": {"id": 7}}}),
+        json!({"sub": "u-3", "score": 1.5e300, "roles": "single", "email": null}),
+        json!({"sub": 12345, "score": -7, "roles": [[1, 2], []]}),
+        json!({"roles": ["x"]}),
+        json!({"sub": null}),
+        json!({"sub": "bad\r\nvalue"}),
+        json!({"sub": "x".repeat(9000)}),
+    ];
+    for case in cases {
+        let claims = Claims::from_value(case.clone()).unwrap();
+        let req = Req::get("/api/x");
+        let from_v2 = v2.call(&claims, &req.meta());
+        assert!(
+            !claims.json_encoded(),
+            "the v2 call encoded the claims as JSON: {case}"
+        );
+        assert_eq!(from_v2, v1.call(&claims, &req.meta()), "{case}");
+    }
+    // And the decisions themselves, for the first case.
+    let first = call(
+        &v2,
+        json!({"sub": "u-1", "roles": ["admin", "ops"], "org": {"tenant": {"id": "acme"}},
+               "https://example.com/plan": "pro", "score": 42.0}),
+    );
+    assert_eq!(
+        first,
+        Outcome::Continue(vec![
+            set("x-user-id", "u-1"),
+            set("x-user-roles", "admin,ops"),
+            set("x-roles-json", r#"["admin","ops"]"#),
+            set("x-org", "acme"),
+            set("x-plan", "pro"),
+            set("x-org-b64", "eyJ0ZW5hbnQiOnsiaWQiOiJhY21lIn19"),
+            set("x-score", "42"),
+            remove("x-email"),
+        ])
+    );
+}
+
+#[test]
+fn the_v1_wat_example_still_runs_beside_v2_modules() {
+    let v1 = compile(spec(
+        "example-wat-v1",
+        module("example-wat-v1"),
+        json!({}),
+        &["x-plugin-lang"],
+    ));
+    assert_eq!(v1.abi(), AbiVersion::V1);
+    let chain = PluginChain::new(vec![v1, claims_to_headers()]);
+    let r = run(&chain, json!({"sub": "u-9"}), &Req::get("/api/x"));
+    assert_eq!(
+        r.outcome,
+        Outcome::Continue(vec![
+            set("x-plugin-lang", "wat"),
+            set("x-user-id", "u-9"),
+            remove("x-user-roles"),
+            set("x-org", "none"),
+            remove("x-email"),
+        ])
+    );
+}
+
+#[test]
+fn hostile_v2_guests_get_what_the_abi_promises() {
+    let err = |name: &str| compile_err(spec(name, module(name), json!({}), &[])).to_string();
+    let mismatch = err("hostile-v2-version-mismatch");
+    assert!(
+        mismatch.contains(
+            "reports ABI version 1, but its portcullis_on_request has the ABI v2 signature"
+        ),
+        "{mismatch}"
+    );
+    let signature = err("hostile-v2-on-request-bad-signature");
+    assert!(
+        signature.contains("() -> i32 (ABI v2) or (i32, i32, i32, i32) -> i32 (ABI v1)"),
+        "{signature}"
+    );
+    let early = err("hostile-v2-claim-in-init");
+    assert!(
+        early.contains("`claim` called outside portcullis_on_request"),
+        "{early}"
+    );
+
+    let oob = compile(spec(
+        "oob",
+        module("hostile-v2-claim-out-of-bounds"),
+        json!({}),
+        &[],
+    ));
+    for _ in 0..2 {
+        let (e, _) = failure(call(&oob, json!({"sub": "u"})));
+        assert!(
+            matches!(&e, PluginError::BadAnswer { detail, .. } if detail.contains("outside the guest memory")),
+            "{e}"
+        );
+    }
+
+    let bad_length = compile(spec(
+        "len",
+        module("hostile-v2-batch-bad-length"),
+        json!({}),
+        &[],
+    ));
+    let (e, _) = failure(call(&bad_length, json!({})));
+    assert_eq!(e.invocation_result(), InvocationResult::Violation, "{e}");
+
+    let forbidden = spec(
+        "forbidden",
+        module("hostile-v2-batch-forbidden"),
+        json!({}),
+        &["x-user-id", "x-other"],
+    );
+    let run =
+        portcullis::plugin::run_once(host(), forbidden, &claims(json!({})), &Req::get("/").meta())
+            .expect("loads");
+    assert!(
+        run.logs.iter().any(|l| l.message.contains("answered 257")),
+        "{:?}",
+        run.logs
+    );
+    let (e, _) = failure(run.outcome);
+    assert!(
+        e.to_string().contains("header_batch entry 1 (set_header)"),
+        "{e}"
+    );
+
+    let mut spin = spec("spin2", module("hostile-v2-infinite-loop"), json!({}), &[]);
+    spin.limits.deadline = Duration::from_millis(20);
+    let (e, _) = failure(call(&compile(spin), json!({})));
+    assert_eq!(e.invocation_result(), InvocationResult::Timeout, "{e}");
+
+    let retry = compile(spec(
+        "retry",
+        module("hostile-v2-buffer-retry"),
+        json!({}),
+        &["x-sub"],
+    ));
+    let long_sub = "é".repeat(1500);
+    assert_eq!(
+        call(&retry, json!({"sub": long_sub})),
+        Outcome::Continue(vec![set("x-sub", &long_sub)])
+    );
+}
+
+// ------------------------------------------------- deadlines in CPU time
+
+/// A v2 guest that spins the number of times its `iters` claim says.
+const SPIN_GUEST: &str = r#"(module
+  (import "portcullis" "claim" (func $claim (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "iters")
+  (func (export "portcullis_abi_version") (result i32) (i32.const 2))
+  (func (export "portcullis_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "portcullis_init") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "portcullis_on_request") (result i32)
+    (local $len i32) (local $i i32) (local $n i64) (local $acc i64)
+    (local.set $len (call $claim (i32.const 0) (i32.const 5) (i32.const 64) (i32.const 32)))
+    (block $done (loop $digits
+      (br_if $done (i32.ge_s (local.get $i) (local.get $len)))
+      (local.set $n (i64.add (i64.mul (local.get $n) (i64.const 10))
+        (i64.extend_i32_u (i32.sub (i32.load8_u (i32.add (i32.const 64) (local.get $i))) (i32.const 48)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $digits)))
+    (block $out (loop $spin
+      (br_if $out (i64.eqz (local.get $n)))
+      (local.set $acc (i64.add (i64.mul (local.get $acc) (i64.const 6364136223846793005)) (i64.const 1)))
+      (local.set $n (i64.sub (local.get $n) (i64.const 1)))
+      (br $spin)))
+    (i32.store (i32.const 512) (i32.wrap_i64 (local.get $acc)))
+    (i32.const 0)))"#;
+
+/// Pins the calling thread to CPU 0.
+fn pin_to_cpu0() {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(0);
+    rustix::thread::sched_setaffinity(None, &set).expect("pin the thread to CPU 0");
+}
+
+/// Busy threads pinned to CPU 0 until dropped.
+struct Hogs {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Hogs {
+    fn start(n: usize) -> Hogs {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let threads = (0..n)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                let ready = ready_tx.clone();
+                std::thread::spawn(move || {
+                    pin_to_cpu0();
+                    ready.send(()).unwrap();
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..n {
+            ready_rx.recv().expect("hog started");
+        }
+        Hogs { stop, threads }
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn the_deadline_counts_cpu_time_so_a_descheduled_call_survives_and_a_runaway_does_not() {
+    const DEADLINE: Duration = Duration::from_millis(50);
+    // Its own thread, pinned to CPU 0 with four busy threads: the guest gets
+    // about a fifth of the CPU, so wall time runs ~5× ahead of CPU time.
+    std::thread::spawn(|| {
+        pin_to_cpu0();
+        let mut s = spec("spin", SPIN_GUEST.as_bytes().to_vec(), json!({}), &[]);
+        s.limits.deadline = DEADLINE;
+        let plugin = compile(s);
+        let spin = |iters: u64| {
+            let started = Instant::now();
+            let outcome = call(&plugin, json!({"iters": iters.to_string()}));
+            (outcome, started.elapsed())
+        };
+        // Calibrate alone: iterations for ~40% of the deadline in CPU time.
+        let probe = 2_000_000u64;
+        let (outcome, took) = spin(probe);
+        assert_eq!(outcome, Outcome::Continue(vec![]));
+        let per_iter = took.as_secs_f64() / probe as f64;
+        let healthy = ((DEADLINE.as_secs_f64() * 0.4) / per_iter) as u64;
+
+        let _hogs = Hogs::start(4);
+        let mut over_wall = 0;
+        for _ in 0..3 {
+            let (outcome, took) = spin(healthy);
+            assert_eq!(
+                outcome,
+                Outcome::Continue(vec![]),
+                "a healthy call ({:?} wall) was stopped under contention",
+                took
+            );
+            if took > DEADLINE {
+                over_wall += 1;
+            }
+        }
+        // Proves the contention: a wall-clock deadline would have stopped
+        // these calls.
+        assert!(
+            over_wall > 0,
+            "no call ran longer than the deadline in wall time: the test created no contention"
+        );
+        let (outcome, took) = spin(u64::MAX / 2);
+        let (err, _) = failure(outcome);
+        assert_eq!(err.invocation_result(), InvocationResult::Timeout, "{err}");
+        assert!(took >= DEADLINE, "stopped after {took:?}");
+    })
+    .join()
+    .expect("the contention test thread");
 }

@@ -1,15 +1,16 @@
 //! The result of a successful verification, shared by the verifier and
 //! its cache (in its own file so neither depends on the other for it).
 
-use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use crate::claims::Claims;
 
 /// A token that passed every check. Shared through the cache.
 #[derive(Debug)]
 pub struct VerifiedToken {
-    /// Every claim of the payload, as verified.
-    pub claims: Map<String, Value>,
-    /// The claims as JSON, serialized once, handed to plugins.
-    pub claims_json: Vec<u8>,
+    /// Every claim of the payload, as verified (shared with plugin calls;
+    /// its JSON form is built only when an ABI v1 plugin needs it).
+    pub claims: Arc<Claims>,
     /// `sub`, when present and a string.
     pub sub: Option<String>,
     /// `sid`, when present and a string (whether or not it is a UUID).

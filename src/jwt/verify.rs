@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use super::cache::TokenCache;
 use super::keys::{algorithm_name, parse_algorithm, Key, KeyError, KeySet};
 use super::token::VerifiedToken;
+use crate::claims::Claims;
 
 /// Claim checks shared by every key of a generation.
 #[derive(Debug, Clone)]
@@ -754,16 +755,14 @@ fn verified(
         .get(&alg)
         .map_or(issuer.leeway.as_secs(), |v| v.leeway);
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
-    let claims_json = serde_json::to_vec(&claims).unwrap_or_else(|_| b"{}".to_vec());
     Ok(VerifiedToken {
-        claims_json,
         sub: text("sub"),
         session_id: text("sid").and_then(|s| uuid::Uuid::parse_str(&s).ok()),
         sid: text("sid"),
         exp,
         leeway_secs,
         issuer: issuer.name.clone(),
-        claims,
+        claims: Arc::new(Claims::new(claims)),
     })
 }
 

@@ -12,8 +12,11 @@ use std::time::Instant;
 use http::HeaderName;
 use wasmtime::{Caller, Engine, Linker, Memory, ResourceLimiter};
 
+use super::clock::CallClock;
 use super::headers::{self, Rejection};
+use super::request::RequestView;
 use super::HeaderChange;
+use crate::claims::Claims;
 
 /// Import module name of ABI v1.
 pub(crate) const IMPORT_MODULE: &str = "portcullis";
@@ -87,6 +90,8 @@ impl std::error::Error for GuestFault {}
 pub(crate) struct Policy {
     pub(crate) name: Arc<str>,
     pub(crate) allow: Vec<HeaderName>,
+    /// Request headers the plugin may read (`request_headers`).
+    pub(crate) request_headers: Vec<HeaderName>,
     pub(crate) memory_limit: usize,
     logs: LogRateLimit,
     /// Budget for the host's own warnings about this plugin's failures.
@@ -94,10 +99,16 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
-    pub(crate) fn new(name: Arc<str>, allow: Vec<HeaderName>, memory_limit: usize) -> Policy {
+    pub(crate) fn new(
+        name: Arc<str>,
+        allow: Vec<HeaderName>,
+        request_headers: Vec<HeaderName>,
+        memory_limit: usize,
+    ) -> Policy {
         Policy {
             name,
             allow,
+            request_headers,
             memory_limit,
             logs: LogRateLimit::new(),
             failure_logs: LogRateLimit::new(),
@@ -214,6 +225,16 @@ pub(crate) struct HostState {
     pub(crate) call: CallRecord,
     /// When set, log lines are also kept here (bounded).
     pub(crate) captured: Option<Vec<LogLine>>,
+    /// The claims of the current call (kept until a call with other claims
+    /// replaces them, so a repeated token costs no reference counting).
+    pub(crate) claims: Arc<Claims>,
+    /// The request of the current call, for the `request_*` imports (filled
+    /// only for modules that import one of them).
+    pub(crate) request: RequestView,
+    /// Rendering buffer of the read imports, kept between calls.
+    pub(crate) scratch: Vec<u8>,
+    /// CPU-time budget of the current call.
+    pub(crate) clock: CallClock,
 }
 
 impl HostState {
@@ -229,6 +250,10 @@ impl HostState {
             in_request: false,
             call: CallRecord::default(),
             captured: capture_logs.then(Vec::new),
+            claims: Claims::empty(),
+            request: RequestView::default(),
+            scratch: Vec::new(),
+            clock: CallClock::default(),
         }
     }
 }
@@ -271,27 +296,42 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
             log_call(&mut caller, level, mp, ml)
         },
     )?;
+    super::abi_v2::define(&mut linker)?;
     Ok(linker)
 }
 
-/// Names and signatures of the imports, for load-time messages.
-pub(crate) const IMPORTS: &[(&str, &str)] = &[
-    ("set_header", "(i32, i32, i32, i32) -> i32"),
-    ("append_header", "(i32, i32, i32, i32) -> i32"),
-    ("remove_header", "(i32, i32) -> i32"),
-    ("deny", "(i32, i32, i32) -> ()"),
-    ("log", "(i32, i32, i32) -> ()"),
+/// Names, parameter counts (all i32), whether they return an i32, and the
+/// signature text of every import (v1's five, then v2's), for the load-time
+/// check and its messages.
+pub(crate) const IMPORTS: &[(&str, usize, bool, &str)] = &[
+    ("set_header", 4, true, "(i32, i32, i32, i32) -> i32"),
+    ("append_header", 4, true, "(i32, i32, i32, i32) -> i32"),
+    ("remove_header", 2, true, "(i32, i32) -> i32"),
+    ("deny", 3, false, "(i32, i32, i32) -> ()"),
+    ("log", 3, false, "(i32, i32, i32) -> ()"),
+    ("claim", 4, true, "(i32, i32, i32, i32) -> i32"),
+    ("claim_kind", 2, true, "(i32, i32) -> i32"),
+    ("claim_count", 2, true, "(i32, i32) -> i32"),
+    ("request_field", 3, true, "(i32, i32, i32) -> i32"),
+    ("request_header", 4, true, "(i32, i32, i32, i32) -> i32"),
+    ("claims_json", 2, true, "(i32, i32) -> i32"),
+    ("request_json", 2, true, "(i32, i32) -> i32"),
+    ("header_batch", 2, true, "(i32, i32) -> i32"),
 ];
 
+/// Imports that read the request: the host copies the request for a call
+/// only when the module imports one of them.
+pub(crate) const REQUEST_READERS: &[&str] = &["request_field", "request_header", "request_json"];
+
 #[derive(Clone, Copy)]
-enum Write {
+pub(crate) enum Write {
     Set,
     Append,
     Remove,
 }
 
 impl Write {
-    fn import(self) -> &'static str {
+    pub(crate) fn import(self) -> &'static str {
         match self {
             Write::Set => "set_header",
             Write::Append => "append_header",
@@ -300,12 +340,17 @@ impl Write {
     }
 }
 
-fn fault(msg: String) -> wasmtime::Error {
+pub(crate) fn fault(msg: String) -> wasmtime::Error {
     wasmtime::Error::new(GuestFault(msg))
 }
 
 /// The guest bytes at `(ptr, len)`, both unsigned, or a fault naming `what`.
-fn guest_range<'m>(memory: &'m [u8], ptr: i32, len: i32, what: &str) -> wasmtime::Result<&'m [u8]> {
+pub(crate) fn guest_range<'m>(
+    memory: &'m [u8],
+    ptr: i32,
+    len: i32,
+    what: &str,
+) -> wasmtime::Result<&'m [u8]> {
     let start = ptr as u32 as usize;
     let len = len as u32 as usize;
     start
@@ -319,7 +364,10 @@ fn guest_range<'m>(memory: &'m [u8], ptr: i32, len: i32, what: &str) -> wasmtime
         })
 }
 
-fn guest_memory(caller: &Caller<'_, HostState>, import: &str) -> wasmtime::Result<Memory> {
+pub(crate) fn guest_memory(
+    caller: &Caller<'_, HostState>,
+    import: &str,
+) -> wasmtime::Result<Memory> {
     caller.data().memory.ok_or_else(|| {
         fault(format!(
             "`{import}` called before the instance finished starting"
@@ -335,13 +383,37 @@ fn header_call(
     value: Option<(i32, i32)>,
 ) -> wasmtime::Result<i32> {
     let import = write.import();
+    let (data, state) = request_memory(caller, import)?;
+    record_write(data, state, write, name_ptr, name_len, value, import)
+}
+
+/// The guest memory and host state of a call made during
+/// `portcullis_on_request`; a fault anywhere else.
+pub(crate) fn request_memory<'c>(
+    caller: &'c mut Caller<'_, HostState>,
+    import: &str,
+) -> wasmtime::Result<(&'c mut [u8], &'c mut HostState)> {
     if !caller.data().in_request {
         return Err(fault(format!(
             "`{import}` called outside portcullis_on_request"
         )));
     }
     let memory = guest_memory(caller, import)?;
-    let (data, state) = memory.data_and_store_mut(&mut *caller);
+    Ok(memory.data_and_store_mut(caller))
+}
+
+/// Checks one header write and records it, or records the first violation
+/// (which voids the invocation). Answers the ABI code: 0 accepted, 1
+/// refused, 2 invalid. `what` names the call in the violation.
+pub(crate) fn record_write(
+    data: &[u8],
+    state: &mut HostState,
+    write: Write,
+    name_ptr: i32,
+    name_len: i32,
+    value: Option<(i32, i32)>,
+    what: &str,
+) -> wasmtime::Result<i32> {
     let attempt = (|| -> wasmtime::Result<Result<HeaderChange, Rejection>> {
         // Order fixed by the ABI: name validity (2), allow-list (1), value (2).
         // Over-long lengths are refused before reading, so a huge length is
@@ -353,7 +425,7 @@ fn header_call(
                 headers::MAX_HEADER_NAME_BYTES
             ))));
         }
-        let name_bytes = guest_range(data, name_ptr, name_len, import)?;
+        let name_bytes = guest_range(data, name_ptr, name_len, what)?;
         let name = match headers::parse_name(name_bytes) {
             Ok(n) => n,
             Err(r) => return Ok(Err(r)),
@@ -371,7 +443,7 @@ fn header_call(
                 headers::MAX_HEADER_VALUE_BYTES
             ))));
         }
-        let value_bytes = guest_range(data, value_ptr, value_len as i32, import)?;
+        let value_bytes = guest_range(data, value_ptr, value_len as i32, what)?;
         if std::str::from_utf8(value_bytes).is_err() {
             return Ok(Err(Rejection::Invalid(format!(
                 "value for `{name}` is not valid UTF-8"
@@ -392,14 +464,17 @@ fn header_call(
             state.call.changes.push(change);
             Ok(0)
         }
-        Err(rejection) => {
-            let code = rejection.code();
-            if state.call.violation.is_none() {
-                state.call.violation = Some(format!("{import}: {}", rejection.into_detail()));
-            }
-            Ok(code)
-        }
+        Err(rejection) => Ok(record_violation(state, what, rejection)),
     }
+}
+
+/// Keeps the first violation of the call and answers its ABI code.
+pub(crate) fn record_violation(state: &mut HostState, what: &str, rejection: Rejection) -> i32 {
+    let code = rejection.code();
+    if state.call.violation.is_none() {
+        state.call.violation = Some(format!("{what}: {}", rejection.into_detail()));
+    }
+    code
 }
 
 fn deny_call(

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::compiled::Answer;
-use super::{request, CompiledPlugin, InvocationResult, OnError, Outcome, RequestMeta};
+use super::{request, AbiVersion, CompiledPlugin, InvocationResult, OnError, Outcome, RequestMeta};
+use crate::claims::Claims;
 
 /// The plugins of one route, in order. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -51,11 +52,11 @@ impl PluginChain {
         self.plugins.is_empty()
     }
 
-    /// Runs the chain on one request. `claims_json` is the verified JWT
-    /// payload object (`{}` when anonymous). Every plugin sees the same
-    /// claims and request; none sees another's changes. Never panics on
-    /// anything a plugin does.
-    pub fn run(&self, claims_json: &[u8], req: &RequestMeta<'_>) -> ChainResult {
+    /// Runs the chain on one request. `claims` is the verified JWT payload
+    /// ([`Claims::empty`] when anonymous). Every plugin sees the same claims
+    /// and request; none sees another's changes. Never panics on anything a
+    /// plugin does.
+    pub fn run(&self, claims: &Arc<Claims>, req: &RequestMeta<'_>) -> ChainResult {
         let mut changes = Vec::new();
         let mut invocations = Vec::with_capacity(self.plugins.len());
         if self.plugins.is_empty() {
@@ -64,17 +65,23 @@ impl PluginChain {
                 invocations,
             };
         }
-        let mut prefix = Vec::with_capacity(256);
-        request::encode_prefix(req, &mut prefix);
-        let mut request_json = Vec::with_capacity(prefix.len() + 64);
+        // The v1 request JSON: its shared prefix is encoded once, and only
+        // when a v1 plugin is on the chain (v2 plugins read by import).
+        let mut prefix = Vec::new();
+        let mut request_json = Vec::new();
         for plugin in &self.plugins {
             request_json.clear();
-            request_json.extend_from_slice(&prefix);
-            request::encode_headers(
-                req.headers,
-                &plugin.shared.request_headers,
-                &mut request_json,
-            );
+            if plugin.shared.abi == AbiVersion::V1 {
+                if prefix.is_empty() {
+                    request::encode_prefix(req, &mut prefix);
+                }
+                request_json.extend_from_slice(&prefix);
+                request::encode_headers(
+                    req.headers,
+                    &plugin.shared.request_headers,
+                    &mut request_json,
+                );
+            }
 
             let name = &plugin.shared.name;
             // A child of the caller's `plugin_chain` span; when spans are
@@ -87,7 +94,7 @@ impl PluginChain {
             );
             let _entered = span.enter();
             let started = Instant::now();
-            let answer = plugin.invoke(claims_json, &request_json);
+            let answer = plugin.invoke(claims, req, &request_json);
             let duration = started.elapsed();
             let mut record = |result: InvocationResult, skipped| {
                 span.record("result", result.as_str());

@@ -5,20 +5,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::HeaderName;
-use wasmtime::{ExternType, FuncType, Module, ModuleExport, Store, Trap, ValType};
+use wasmtime::{ExternType, FuncType, Module, ModuleExport, Store, Trap, TypedFunc, ValType};
 
 use super::abi::{self, GuestFault, HostState, LogLevel, LogLine, Policy};
 use super::host::HostInner;
-use super::instance::{AbiExports, Live, Shared};
+use super::instance::{AbiExports, AbiVersion, Live, OnRequest, Shared};
 use super::{
     cache, check_header_lists, HeaderChange, Isolation, Limits, OnError, PluginError, PluginHost,
-    PluginSpec, ABI_VERSION,
+    PluginSpec, RequestMeta,
 };
+use crate::claims::Claims;
 
 /// Unique ids for thread-local instance caches.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A plugin compiled and checked against ABI v1, ready to run on any
+/// A plugin compiled and checked against ABI v1 or v2, ready to run on any
 /// thread. Compile once per config generation and share it (`Arc`) between
 /// the routes that use it.
 pub struct CompiledPlugin {
@@ -47,13 +48,13 @@ pub(crate) enum Answer {
     Failed(PluginError),
 }
 
-/// Exports ABI v1 requires, with their parameter count (all i32) and
-/// whether they return one i32.
+/// Exports both ABIs require, with their parameter count (all i32, each
+/// returning one i32); `portcullis_on_request` is checked on its own (its
+/// signature says the version).
 const FUNC_EXPORTS: &[(&str, usize)] = &[
     ("portcullis_abi_version", 0),
     ("portcullis_alloc", 1),
     ("portcullis_init", 2),
-    ("portcullis_on_request", 4),
 ];
 
 impl CompiledPlugin {
@@ -89,7 +90,10 @@ impl CompiledPlugin {
             detail: format!("{e:#}"),
         })?;
         check_imports(&name, &module)?;
-        let exports = check_exports(&name, &module, spec.limits.memory_bytes)?;
+        let (exports, abi) = check_exports(&name, &module, spec.limits.memory_bytes)?;
+        let reads_request = module
+            .imports()
+            .any(|i| abi::REQUEST_READERS.contains(&i.name()));
         let linker = abi::linker(&inner.engine).map_err(|e| PluginError::Engine {
             detail: format!("cannot define the plugin imports: {e:#}"),
         })?;
@@ -103,7 +107,6 @@ impl CompiledPlugin {
         let mut allow = spec.allow_headers;
         allow.dedup();
         let name: Arc<str> = Arc::from(spec.name);
-        let deadline_ticks = inner.ticks_for(spec.limits.deadline);
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: Arc::clone(&name),
@@ -111,12 +114,18 @@ impl CompiledPlugin {
             pre,
             exports,
             config_json,
-            policy: Arc::new(Policy::new(name, allow, spec.limits.memory_bytes)),
+            policy: Arc::new(Policy::new(
+                name,
+                allow,
+                spec.request_headers.clone(),
+                spec.limits.memory_bytes,
+            )),
             request_headers: spec.request_headers,
             on_error: spec.on_error,
             isolation: spec.isolation,
             limits: spec.limits,
-            deadline_ticks,
+            abi,
+            reads_request,
         });
         let plugin = CompiledPlugin { shared };
         plugin.start(true, true)?;
@@ -151,6 +160,21 @@ impl CompiledPlugin {
     /// Limits in force.
     pub fn limits(&self) -> Limits {
         self.shared.limits
+    }
+
+    /// The ABI the module speaks.
+    pub fn abi(&self) -> AbiVersion {
+        self.shared.abi
+    }
+
+    /// Arms the CPU-time deadline for one guest call.
+    fn begin_call(&self, store: &mut Store<HostState>) {
+        let s = &self.shared;
+        store.set_epoch_deadline(1);
+        store
+            .data_mut()
+            .clock
+            .start(s.limits.deadline, s.host.config.epoch_tick);
     }
 
     /// Warns about a failed invocation, at most [`abi::LOG_LINES_PER_SECOND`]
@@ -193,7 +217,8 @@ impl CompiledPlugin {
             HostState::new(Arc::clone(&s.policy), capture_logs),
         );
         store.limiter(|state| &mut state.cap);
-        store.set_epoch_deadline(s.deadline_ticks);
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().clock.on_tick()));
+        self.begin_call(&mut store);
         let instance = match s.pre.instantiate(&mut store) {
             Ok(i) => i,
             Err(e) => {
@@ -224,11 +249,15 @@ impl CompiledPlugin {
                 "exports vanished after the module check".to_string(),
             ));
         };
+        let on_request = match s.abi {
+            AbiVersion::V1 => on_request.typed(&store).map(OnRequest::V1),
+            AbiVersion::V2 => on_request.typed(&store).map(OnRequest::V2),
+        };
         let typed = (
             version.typed::<(), i32>(&store),
             alloc.typed::<i32, i32>(&store),
             init.typed::<(i32, i32), i32>(&store),
-            on_request.typed::<(i32, i32, i32, i32), i32>(&store),
+            on_request,
         );
         let (Ok(version), Ok(alloc), Ok(init), Ok(on_request)) = typed else {
             return Err(failed(
@@ -238,13 +267,14 @@ impl CompiledPlugin {
         store.data_mut().memory = Some(memory);
 
         if check_abi {
-            store.set_epoch_deadline(s.deadline_ticks);
+            self.begin_call(&mut store);
             match version.call(&mut store, ()) {
-                Ok(ABI_VERSION) => {}
+                Ok(found) if found == s.abi.number() => {}
                 Ok(found) => {
                     return Err(PluginError::AbiVersion {
                         plugin: s.name.to_string(),
                         found,
+                        expected: s.abi.number(),
                     })
                 }
                 Err(e) => {
@@ -262,8 +292,9 @@ impl CompiledPlugin {
             alloc,
             on_request,
         };
-        live.store.set_epoch_deadline(s.deadline_ticks);
-        let cfg_ptr = match self.write_input(&mut live, &s.config_json, "config") {
+        self.begin_call(&mut live.store);
+        let cfg_ptr = match self.write_input(&mut live.store, &live.alloc, &s.config_json, "config")
+        {
             Ok(p) => p,
             Err((e, _)) => return Err(failed(input_failure("the config", e))),
         };
@@ -294,15 +325,16 @@ impl CompiledPlugin {
     /// also says whether the instance is still sound.
     fn write_input(
         &self,
-        live: &mut Live,
+        store: &mut Store<HostState>,
+        alloc: &TypedFunc<i32, i32>,
         bytes: &[u8],
         what: &str,
     ) -> Result<i32, (PluginError, bool)> {
         let s = &self.shared;
         let len = len_i32(bytes);
-        let ptr = match live.alloc.call(&mut live.store, len) {
+        let ptr = match alloc.call(&mut *store, len) {
             Ok(p) => p,
-            Err(e) => return Err((self.classify(e, &live.store), false)),
+            Err(e) => return Err((self.classify(e, store), false)),
         };
         if ptr == 0 {
             return Err((
@@ -313,17 +345,17 @@ impl CompiledPlugin {
                 true,
             ));
         }
-        let Some(memory) = live.store.data().memory else {
+        let Some(memory) = store.data().memory else {
             return Err((
                 self.bad(format!("no memory to write the {what} into")),
                 false,
             ));
         };
         if memory
-            .write(&mut live.store, ptr as u32 as usize, bytes)
+            .write(&mut *store, ptr as u32 as usize, bytes)
             .is_err()
         {
-            let size = memory.data_size(&live.store);
+            let size = memory.data_size(&*store);
             return Err((
                 self.bad(format!(
                     "portcullis_alloc({len}) for the {what} returned {}, a buffer outside its memory ({size} bytes)",
@@ -372,33 +404,58 @@ impl CompiledPlugin {
         }
     }
 
-    /// Runs `on_request` once on `live`. Returns the answer and whether the
-    /// instance may serve another call.
+    /// Runs `on_request` once on `live`: v1 gets `claims.json()` and
+    /// `request_json` copied in, v2 reads through imports. Returns the
+    /// answer and whether the instance may serve another call.
     pub(crate) fn call_on_request(
         &self,
         live: &mut Live,
-        claims: &[u8],
-        request: &[u8],
+        claims: &Arc<Claims>,
+        req: &RequestMeta<'_>,
+        request_json: &[u8],
     ) -> (Answer, bool) {
+        let s = &self.shared;
         {
             let state = live.store.data_mut();
             state.call = abi::CallRecord::default();
             state.cap.refused = false;
+            if !Arc::ptr_eq(&state.claims, claims) {
+                state.claims = Arc::clone(claims);
+            }
+            if s.reads_request {
+                state.request.fill(req, &s.request_headers);
+            }
         }
-        live.store.set_epoch_deadline(self.shared.deadline_ticks);
-        let claims_ptr = match self.write_input(live, claims, "claims") {
-            Ok(p) => p,
-            Err((e, keep)) => return (Answer::Failed(e), keep),
+        self.begin_call(&mut live.store);
+        let result = match &live.on_request {
+            OnRequest::V1(on_request) => {
+                let claims_json = claims.json();
+                let claims_ptr =
+                    match self.write_input(&mut live.store, &live.alloc, claims_json, "claims") {
+                        Ok(p) => p,
+                        Err((e, keep)) => return (Answer::Failed(e), keep),
+                    };
+                let request_ptr =
+                    match self.write_input(&mut live.store, &live.alloc, request_json, "request") {
+                        Ok(p) => p,
+                        Err((e, keep)) => return (Answer::Failed(e), keep),
+                    };
+                live.store.data_mut().in_request = true;
+                on_request.call(
+                    &mut live.store,
+                    (
+                        claims_ptr,
+                        len_i32(claims_json),
+                        request_ptr,
+                        len_i32(request_json),
+                    ),
+                )
+            }
+            OnRequest::V2(on_request) => {
+                live.store.data_mut().in_request = true;
+                on_request.call(&mut live.store, ())
+            }
         };
-        let request_ptr = match self.write_input(live, request, "request") {
-            Ok(p) => p,
-            Err((e, keep)) => return (Answer::Failed(e), keep),
-        };
-        live.store.data_mut().in_request = true;
-        let result = live.on_request.call(
-            &mut live.store,
-            (claims_ptr, len_i32(claims), request_ptr, len_i32(request)),
-        );
         let state = live.store.data_mut();
         state.in_request = false;
         let record = std::mem::take(&mut state.call);
@@ -408,7 +465,7 @@ impl CompiledPlugin {
         };
         let answer = if let Some(detail) = record.violation {
             Answer::Failed(PluginError::PolicyViolation {
-                plugin: self.shared.name.to_string(),
+                plugin: s.name.to_string(),
                 detail,
             })
         } else {
@@ -435,23 +492,38 @@ impl CompiledPlugin {
         (answer, true)
     }
 
-    /// One invocation as the chain runs it: input caps, an instance per the
-    /// isolation mode, `on_request`.
-    pub(crate) fn invoke(&self, claims: &[u8], request: &[u8]) -> Answer {
+    /// The v1 inputs over `limits.max_input_bytes`, if any (v2 copies none).
+    fn oversized_input(&self, claims: &Claims, request_json: &[u8]) -> Option<PluginError> {
         let s = &self.shared;
-        let cap = s.limits.max_input_bytes;
-        for input in [claims, request] {
-            if input.len() > cap {
-                return Answer::Failed(PluginError::InputTooLarge {
-                    plugin: s.name.to_string(),
-                    size: input.len(),
-                    limit: cap,
-                });
-            }
+        if s.abi != AbiVersion::V1 {
+            return None;
         }
-        match s.isolation {
+        let cap = s.limits.max_input_bytes;
+        [claims.json(), request_json]
+            .into_iter()
+            .find(|input| input.len() > cap)
+            .map(|input| PluginError::InputTooLarge {
+                plugin: s.name.to_string(),
+                size: input.len(),
+                limit: cap,
+            })
+    }
+
+    /// One invocation as the chain runs it: input caps, an instance per the
+    /// isolation mode, `on_request`. `request_json` is the v1 request input
+    /// (empty for v2 modules, which read `req` through imports).
+    pub(crate) fn invoke(
+        &self,
+        claims: &Arc<Claims>,
+        req: &RequestMeta<'_>,
+        request_json: &[u8],
+    ) -> Answer {
+        if let Some(e) = self.oversized_input(claims, request_json) {
+            return Answer::Failed(e);
+        }
+        match self.shared.isolation {
             Isolation::PerRequest => match self.start(false, false) {
-                Ok(mut live) => self.call_on_request(&mut live, claims, request).0,
+                Ok(mut live) => self.call_on_request(&mut live, claims, req, request_json).0,
                 Err(e) => Answer::Failed(e),
             },
             Isolation::Reused => {
@@ -462,7 +534,7 @@ impl CompiledPlugin {
                         Err(e) => return Answer::Failed(e),
                     },
                 };
-                let (answer, keep) = self.call_on_request(&mut live, claims, request);
+                let (answer, keep) = self.call_on_request(&mut live, claims, req, request_json);
                 if keep {
                     cache::put(&self.shared, live);
                 }
@@ -476,22 +548,18 @@ impl CompiledPlugin {
     /// `init` and the call (for `portcullis plugin test`).
     pub(crate) fn invoke_captured(
         &self,
-        claims: &[u8],
-        request: &[u8],
+        claims: &Arc<Claims>,
+        req: &RequestMeta<'_>,
+        request_json: &[u8],
     ) -> (Answer, std::time::Duration, Vec<LogLine>) {
         let mut live = match self.start(false, true) {
             Ok(live) => live,
             Err(e) => return (Answer::Failed(e), std::time::Duration::ZERO, Vec::new()),
         };
         let started = std::time::Instant::now();
-        let cap = self.shared.limits.max_input_bytes;
-        let answer = match [claims, request].into_iter().find(|i| i.len() > cap) {
-            Some(input) => Answer::Failed(PluginError::InputTooLarge {
-                plugin: self.shared.name.to_string(),
-                size: input.len(),
-                limit: cap,
-            }),
-            None => self.call_on_request(&mut live, claims, request).0,
+        let answer = match self.oversized_input(claims, request_json) {
+            Some(e) => Answer::Failed(e),
+            None => self.call_on_request(&mut live, claims, req, request_json).0,
         };
         let took = started.elapsed();
         let logs = live.store.data_mut().captured.take().unwrap_or_default();
@@ -603,22 +671,15 @@ fn check_imports(plugin: &str, module: &Module) -> Result<(), PluginError> {
         let what = format!("{}::{}", import.module(), import.name());
         let expected = abi::IMPORTS
             .iter()
-            .find(|(n, _)| import.module() == abi::IMPORT_MODULE && *n == import.name());
-        let Some((name, signature)) = expected else {
+            .find(|(n, ..)| import.module() == abi::IMPORT_MODULE && *n == import.name());
+        let Some((_, params, returns, signature)) = expected else {
             return Err(PluginError::UnknownImport {
                 plugin: plugin.to_string(),
                 import: what,
             });
         };
         let ok = match import.ty() {
-            ExternType::Func(f) => {
-                let (params, returns) = match *name {
-                    "set_header" | "append_header" => (4, true),
-                    "remove_header" => (2, true),
-                    _ => (3, false),
-                };
-                is_i32_func(&f, params, returns)
-            }
+            ExternType::Func(f) => is_i32_func(&f, *params, *returns),
             _ => false,
         };
         if !ok {
@@ -637,7 +698,7 @@ fn check_exports(
     plugin: &str,
     module: &Module,
     memory_limit: usize,
-) -> Result<AbiExports, PluginError> {
+) -> Result<(AbiExports, AbiVersion), PluginError> {
     let missing = |export: &str| PluginError::MissingExport {
         plugin: plugin.to_string(),
         export: export.to_string(),
@@ -683,20 +744,37 @@ fn check_exports(
         let expected = match params {
             0 => "() -> i32",
             1 => "(i32) -> i32",
-            2 => "(i32, i32) -> i32",
-            _ => "(i32, i32, i32, i32) -> i32",
+            _ => "(i32, i32) -> i32",
         };
         match &ty {
             ExternType::Func(f) if is_i32_func(f, *params, true) => {}
             other => return Err(wrong(name, describe(other), expected)),
         }
     }
+    let on_request = "portcullis_on_request";
+    let abi = match module
+        .exports()
+        .find(|e| e.name() == on_request)
+        .map(|e| e.ty())
+        .ok_or_else(|| missing(on_request))?
+    {
+        ExternType::Func(f) if is_i32_func(&f, 4, true) => AbiVersion::V1,
+        ExternType::Func(f) if is_i32_func(&f, 0, true) => AbiVersion::V2,
+        other => {
+            return Err(wrong(
+                on_request,
+                describe(&other),
+                "() -> i32 (ABI v2) or (i32, i32, i32, i32) -> i32 (ABI v1)",
+            ))
+        }
+    };
     let index = |name: &str| module.get_export_index(name).ok_or_else(|| missing(name));
-    Ok(AbiExports {
+    let exports = AbiExports {
         memory: index("memory")?,
         abi_version: index("portcullis_abi_version")?,
         alloc: index("portcullis_alloc")?,
         init: index("portcullis_init")?,
-        on_request: index("portcullis_on_request")?,
-    })
+        on_request: index(on_request)?,
+    };
+    Ok((exports, abi))
 }

@@ -55,7 +55,7 @@ pub enum PluginError {
     },
 
     /// The module imports something the gateway does not provide (WASI, env).
-    #[error("plugin `{plugin}`: imports `{import}`, which this gateway does not provide (plugins get no WASI; ABI v1 offers only module `portcullis`: set_header, append_header, remove_header, deny, log)")]
+    #[error("plugin `{plugin}`: imports `{import}`, which this gateway does not provide (plugins get no WASI; the ABI offers only module `portcullis`: set_header, append_header, remove_header, deny, log, claim, claim_kind, claim_count, request_field, request_header, claims_json, request_json, header_batch)")]
     UnknownImport {
         /// Plugin name from the config.
         plugin: String,
@@ -64,7 +64,7 @@ pub enum PluginError {
     },
 
     /// A required ABI v1 export is absent.
-    #[error("plugin `{plugin}`: missing export `{export}`: build the plugin with the v1 SDK or export it by hand (see plugins/ABI.md)")]
+    #[error("plugin `{plugin}`: missing export `{export}`: build the plugin with the SDK or export it by hand (see plugins/ABI.md)")]
     MissingExport {
         /// Plugin name from the config.
         plugin: String,
@@ -73,7 +73,7 @@ pub enum PluginError {
     },
 
     /// An ABI export or import has the wrong type.
-    #[error("plugin `{plugin}`: {item} has type {found}, ABI v1 needs {expected}")]
+    #[error("plugin `{plugin}`: {item} has type {found}, the ABI needs {expected}")]
     WrongType {
         /// Plugin name from the config.
         plugin: String,
@@ -85,13 +85,16 @@ pub enum PluginError {
         expected: String,
     },
 
-    /// `portcullis_abi_version` answered something other than 1.
-    #[error("plugin `{plugin}`: module exports ABI version {found}, this gateway speaks version 1: rebuild the plugin against the v1 SDK")]
+    /// `portcullis_abi_version` answered something other than the version
+    /// the module's `portcullis_on_request` signature says.
+    #[error("plugin `{plugin}`: module reports ABI version {found}, but its portcullis_on_request has the ABI v{expected} signature ({}); this gateway speaks versions 1 and 2: rebuild the plugin against the SDK", if *expected == 1 { "four i32 parameters" } else { "no parameters" })]
     AbiVersion {
         /// Plugin name from the config.
         plugin: String,
         /// The version the module reported.
         found: i32,
+        /// The version its exports have.
+        expected: i32,
     },
 
     /// `portcullis_init` returned nonzero: the plugin rejected its config.
@@ -116,7 +119,7 @@ pub enum PluginError {
     },
 
     /// The call ran past its deadline and was interrupted.
-    #[error("plugin `{plugin}`: ran past its {}ms deadline and was stopped", .deadline.as_millis())]
+    #[error("plugin `{plugin}`: used its {}ms of CPU time (limits.deadline) and was stopped", .deadline.as_millis())]
     Timeout {
         /// Plugin name from the config.
         plugin: String,

@@ -17,8 +17,8 @@ use super::PluginError;
 /// use them too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostConfig {
-    /// How often the engine epoch advances. Plugin deadlines are whole
-    /// ticks, so this is their granularity.
+    /// How often the engine epoch advances: the granularity at which a
+    /// call's CPU time is checked against its deadline (`clock.rs`).
     pub epoch_tick: Duration,
     /// Instance slots of the pooling allocator: the most plugin instances
     /// alive at once (reused ones are one per worker thread per plugin).
@@ -173,17 +173,6 @@ impl PluginHost {
 }
 
 impl HostInner {
-    /// Epoch ticks for a deadline: at least one; a call is stopped between
-    /// `deadline - tick` and `deadline` after it starts (plus however late
-    /// the ticker thread gets scheduled).
-    pub(crate) fn ticks_for(&self, deadline: Duration) -> u64 {
-        let tick = self.config.epoch_tick.as_nanos().max(1);
-        let ticks = deadline.as_nanos().div_ceil(tick);
-        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
-    }
-}
-
-impl HostInner {
     /// The compiled module for these bytes (binary Wasm or WAT), from the
     /// cache when the same bytes were compiled before.
     pub(crate) fn module(&self, wasm: &[u8]) -> wasmtime::Result<Module> {
@@ -276,15 +265,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadline_ticks_round_up_and_are_never_zero() {
+    fn zero_pool_slots_select_on_demand_allocation() {
         let host = PluginHost::with_config(HostConfig {
             pool_slots: 0,
             ..HostConfig::default()
         })
         .unwrap();
-        assert_eq!(host.inner.ticks_for(Duration::from_millis(10)), 10);
-        assert_eq!(host.inner.ticks_for(Duration::from_micros(10_500)), 11);
-        assert_eq!(host.inner.ticks_for(Duration::ZERO), 1);
         assert_eq!(host.allocator(), Allocator::OnDemand);
     }
 

@@ -36,7 +36,30 @@ pub(crate) struct Shared {
     pub(crate) on_error: OnError,
     pub(crate) isolation: Isolation,
     pub(crate) limits: Limits,
-    pub(super) deadline_ticks: u64,
+    /// 1 or 2, from the module's `portcullis_on_request` signature.
+    pub(crate) abi: AbiVersion,
+    /// The module imports a `request_*` reader: copy the request per call.
+    pub(super) reads_request: bool,
+}
+
+/// The ABI a module speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbiVersion {
+    /// `portcullis_on_request(claims_ptr, claims_len, req_ptr, req_len)`:
+    /// claims and request copied in as JSON.
+    V1,
+    /// `portcullis_on_request()`: the guest reads what it needs by import.
+    V2,
+}
+
+impl AbiVersion {
+    /// What `portcullis_abi_version` must return.
+    pub fn number(self) -> i32 {
+        match self {
+            AbiVersion::V1 => 1,
+            AbiVersion::V2 => 2,
+        }
+    }
 }
 
 impl Drop for Shared {
@@ -45,7 +68,7 @@ impl Drop for Shared {
     }
 }
 
-/// The module exports ABI v1 requires, resolved once.
+/// The module exports the ABI requires, resolved once.
 pub(super) struct AbiExports {
     pub(super) memory: ModuleExport,
     pub(super) abi_version: ModuleExport,
@@ -58,5 +81,11 @@ pub(super) struct AbiExports {
 pub(crate) struct Live {
     pub(super) store: Store<HostState>,
     pub(super) alloc: TypedFunc<i32, i32>,
-    pub(super) on_request: TypedFunc<(i32, i32, i32, i32), i32>,
+    pub(super) on_request: OnRequest,
+}
+
+/// `portcullis_on_request` in either ABI.
+pub(super) enum OnRequest {
+    V1(TypedFunc<(i32, i32, i32, i32), i32>),
+    V2(TypedFunc<(), i32>),
 }

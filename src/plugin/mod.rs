@@ -1,4 +1,10 @@
-//! Wasm policy plugins: the host side of ABI v1 (`plugins/ABI.md`).
+//! Wasm policy plugins: the host side of ABI v1 and v2 (`plugins/ABI.md`).
+//!
+//! The version is read from the module's `portcullis_on_request`: with four
+//! parameters (v1) the claims and request are copied in as JSON per call;
+//! with none (v2) nothing is copied and the guest reads claims by path and
+//! request parts through imports ([`abi_v2`]), and writes its headers in one
+//! `header_batch`, so a claims-to-headers guest parses no JSON at all.
 //!
 //! A plugin is a WebAssembly module that sees a request's verified claims and
 //! some request metadata and answers with header changes toward the upstream
@@ -29,15 +35,14 @@
 //!   [`Limits::memory_bytes`]; `memory.grow` beyond it returns -1. A module
 //!   whose initial memory is above the cap is refused at load.
 //! - Time: each call (`init`, and `alloc`+`on_request` together) gets
-//!   [`Limits::deadline`], rounded up to whole epoch ticks; the guest is
-//!   interrupted between `deadline - tick` and `deadline` after the call
-//!   starts (later only if the ticker thread is starved of CPU). The
-//!   deadline is wall-clock time: a worker thread descheduled mid-call on an
-//!   overloaded machine can hit it, so keep it well above the plugin's real
-//!   cost (microseconds for the standard plugins).
-//! - Inputs: config, claims and request JSON are each capped at
-//!   [`Limits::max_input_bytes`]; an oversized input fails the invocation
-//!   without calling the guest.
+//!   [`Limits::deadline`] of **CPU time** of its worker thread, checked on
+//!   every epoch tick ([`clock`]): a worker descheduled on an overloaded
+//!   machine keeps its budget, a runaway guest is interrupted once it has
+//!   burnt the deadline (plus at most one tick). A wall-clock ceiling of ten
+//!   deadlines (at least one second) stops any call regardless.
+//! - Inputs: config, and for v1 modules the claims and request JSON, are
+//!   each capped at [`Limits::max_input_bytes`]; an oversized input fails
+//!   the invocation without calling the guest. v2 copies no input.
 //! - Headers: a plugin may only write headers on its `allow_headers`, and
 //!   never the [`FORBIDDEN_HEADERS`] or any `x-forwarded-*`; values must be
 //!   UTF-8 without CR, LF or NUL and at most 8 KiB. Requests never show the
@@ -91,8 +96,11 @@
 //! call, `init` included, so no state survives between requests.
 
 mod abi;
+mod abi_v2;
 mod cache;
 mod chain;
+mod claim_text;
+mod clock;
 mod compiled;
 mod error;
 mod headers;
@@ -101,6 +109,8 @@ mod instance;
 mod request;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v2;
 mod tool;
 
 use std::time::Duration;
@@ -116,10 +126,11 @@ pub use headers::{
     MAX_HEADER_VALUE_BYTES,
 };
 pub use host::{Allocator, HostConfig, PluginHost};
+pub use instance::AbiVersion;
 pub use tool::{measure, run_once, Measurement, PluginRun};
 
-/// The ABI version this host speaks.
-pub const ABI_VERSION: i32 = 1;
+/// The newest ABI version this host speaks (it also runs version 1).
+pub const ABI_VERSION: i32 = 2;
 
 /// What to do with a request when a plugin fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

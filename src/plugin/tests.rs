@@ -69,7 +69,7 @@ fn compile(spec: PluginSpec) -> CompiledPlugin {
 fn call(plugin: &CompiledPlugin) -> Outcome {
     let headers = HeaderMap::new();
     plugin.call(
-        b"{}",
+        &crate::claims::Claims::empty(),
         &RequestMeta {
             method: "GET",
             path: "/",
@@ -169,7 +169,7 @@ fn oversized_input_fails_without_calling_the_guest() {
     let headers = HeaderMap::new();
     let long_path = format!("/{}", "a".repeat(100));
     let outcome = plugin.call(
-        b"{}",
+        &crate::claims::Claims::empty(),
         &RequestMeta {
             method: "GET",
             path: &long_path,
@@ -386,7 +386,7 @@ fn invalid_values_and_refused_names_get_their_codes_and_void_the_call() {
         Err(PluginError::ForbiddenHeader { .. })
     ));
     s.allow_headers.pop();
-    let run = run_once(host(), s, b"{}", &req).unwrap();
+    let run = run_once(host(), s, &crate::claims::Claims::empty(), &req).unwrap();
     let messages: Vec<&str> = run.logs.iter().map(|l| l.message.as_str()).collect();
     assert_eq!(messages, ["codes as expected"]);
     let err = failed(run.outcome);
@@ -432,7 +432,7 @@ fn imports_other_than_the_abi_are_refused_at_load() {
     let err = CompiledPlugin::compile(host(), spec("sig", wrong_sig.into())).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "plugin `sig`: import `portcullis::set_header` has type (i64, i64) -> i32, ABI v1 needs (i32, i32, i32, i32) -> i32"
+        "plugin `sig`: import `portcullis::set_header` has type (i64, i64) -> i32, the ABI needs (i32, i32, i32, i32) -> i32"
     );
 
     let imported_memory = r#"(module (import "portcullis" "memory" (memory 1)))"#;
@@ -509,7 +509,7 @@ fn run_once_reports_the_outcome_and_the_plugin_log_lines() {
     let run = run_once(
         host(),
         s,
-        b"{}",
+        &crate::claims::Claims::empty(),
         &RequestMeta {
             method: "GET",
             path: "/",

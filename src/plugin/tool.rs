@@ -1,13 +1,15 @@
 //! Running a single plugin outside a chain: `portcullis plugin test` and
 //! benchmarks.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::compiled::Answer;
 use super::{
-    request, CompiledPlugin, LogLine, OnError, Outcome, PluginError, PluginHost, PluginSpec,
-    RequestMeta,
+    request, AbiVersion, CompiledPlugin, LogLine, OnError, Outcome, PluginError, PluginHost,
+    PluginSpec, RequestMeta,
 };
+use crate::claims::Claims;
 
 /// The result of [`run_once`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub struct PluginRun {
     pub duration: Duration,
     /// Everything the plugin logged, `init` included (at most 64 lines).
     pub logs: Vec<LogLine>,
+    /// The ABI the module speaks.
+    pub abi: AbiVersion,
 }
 
 /// Loads a plugin the way the gateway does (same checks and limits) and runs
@@ -27,16 +31,17 @@ pub struct PluginRun {
 pub fn run_once(
     host: &PluginHost,
     spec: PluginSpec,
-    claims_json: &[u8],
+    claims: &Arc<Claims>,
     req: &RequestMeta<'_>,
 ) -> Result<PluginRun, PluginError> {
     let plugin = CompiledPlugin::compile(host, spec)?;
     let request_json = encode_request(&plugin, req);
-    let (answer, duration, logs) = plugin.invoke_captured(claims_json, &request_json);
+    let (answer, duration, logs) = plugin.invoke_captured(claims, req, &request_json);
     Ok(PluginRun {
         outcome: plugin.outcome(answer),
         duration,
         logs,
+        abi: plugin.abi(),
     })
 }
 
@@ -61,19 +66,19 @@ pub struct Measurement {
 /// isolation), and reports the mean time per call.
 pub fn measure(
     plugin: &CompiledPlugin,
-    claims_json: &[u8],
+    claims: &Arc<Claims>,
     req: &RequestMeta<'_>,
     iterations: u32,
 ) -> Measurement {
     let request_json = encode_request(plugin, req);
     let started = Instant::now();
-    let mut answer = plugin.invoke(claims_json, &request_json);
+    let mut answer = plugin.invoke(claims, req, &request_json);
     let first_call = started.elapsed();
     let mut total = Duration::ZERO;
     let mut min = Duration::MAX;
     for _ in 0..iterations {
         let started = Instant::now();
-        answer = plugin.invoke(claims_json, &request_json);
+        answer = plugin.invoke(claims, req, &request_json);
         let took = started.elapsed();
         total += took;
         min = min.min(took);
@@ -90,9 +95,9 @@ pub fn measure(
 impl CompiledPlugin {
     /// Runs this plugin alone on one request, as a chain would. For a chain,
     /// use [`PluginChain::run`](super::PluginChain::run).
-    pub fn call(&self, claims_json: &[u8], req: &RequestMeta<'_>) -> Outcome {
+    pub fn call(&self, claims: &Arc<Claims>, req: &RequestMeta<'_>) -> Outcome {
         let request_json = encode_request(self, req);
-        self.outcome(self.invoke(claims_json, &request_json))
+        self.outcome(self.invoke(claims, req, &request_json))
     }
 
     fn outcome(&self, answer: Answer) -> Outcome {
@@ -112,8 +117,12 @@ impl CompiledPlugin {
     }
 }
 
+/// The v1 request input (empty for v2 modules).
 fn encode_request(plugin: &CompiledPlugin, req: &RequestMeta<'_>) -> Vec<u8> {
     let mut out = Vec::new();
+    if plugin.abi() == AbiVersion::V2 {
+        return out;
+    }
     request::encode_prefix(req, &mut out);
     request::encode_headers(req.headers, plugin.request_headers(), &mut out);
     out

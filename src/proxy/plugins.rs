@@ -4,6 +4,7 @@ use pingora::http::RequestHeader;
 use tracing::field::Empty;
 
 use super::{AuthOutcome, Gateway, RequestCtx};
+use crate::claims::Claims;
 use crate::error::GatewayError;
 use crate::generation::Generation;
 use crate::logging::SPAN_TARGET;
@@ -26,11 +27,14 @@ impl Gateway {
         if route.plugins.is_empty() {
             return Ok(());
         }
-        let claims: &[u8] = ctx
-            .identity
-            .as_ref()
-            .map(|v| v.claims_json.as_slice())
-            .unwrap_or(b"{}");
+        let anonymous;
+        let claims = match ctx.identity.as_ref() {
+            Some(verified) => &verified.claims,
+            None => {
+                anonymous = Claims::empty();
+                &anonymous
+            }
+        };
         let meta = RequestMeta {
             method: req.method.as_str(),
             path: req.uri.path(),
