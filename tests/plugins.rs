@@ -391,7 +391,7 @@ fn plugin_test_into(stdout: std::process::Stdio, read_one_byte: bool) -> (bool, 
             let mut byte = [0u8; 1];
             out.read_exact(&mut byte)
                 .expect("the first byte of the report");
-            assert_eq!(&byte, b"c", "the report starts with `continue`");
+            assert_eq!(&byte, b"a", "the report starts with `abi: v2`");
         }
         drop(out); // `| head -c 1` exits
     }
@@ -404,6 +404,45 @@ fn plugin_test_into(stdout: std::process::Stdio, read_one_byte: bool) -> (bool, 
         .unwrap();
     let status = child.wait().unwrap();
     (status.success(), stderr)
+}
+
+#[test]
+fn plugin_test_reports_the_abi_version_and_both_builds_decide_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    let claims = dir.path().join("claims.json");
+    std::fs::write(
+        &config,
+        r#"{"headers": [{"header": "X-User-Id", "claim": "sub", "required": true},
+                        {"header": "X-Plan", "claim": "plan", "default": "free"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(&claims, r#"{"sub": "u-1"}"#).unwrap();
+    let report = |module: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args([
+                "plugin",
+                "test",
+                &format!("{}/{module}.wasm", plugins_out()),
+            ])
+            .arg("--config")
+            .arg(&config)
+            .arg("--claims")
+            .arg(&claims)
+            .args(["--allow-header", "X-User-Id", "--allow-header", "X-Plan"])
+            .args(["--iterations", "0"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let changes =
+        "continue with 2 header change(s):\n  set     x-user-id: u-1\n  set     x-plan: free\n";
+    assert_eq!(report("claims-to-headers"), format!("abi: v2\n{changes}"));
+    assert_eq!(
+        report("claims-to-headers-v1"),
+        format!("abi: v1\n{changes}")
+    );
 }
 
 #[test]

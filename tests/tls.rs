@@ -405,6 +405,45 @@ fn sni_picks_the_certificate_listed_for_the_name() {
 }
 
 #[test]
+fn sessions_resume_from_stateless_tickets_for_more_clients_than_a_session_cache_holds() {
+    // 300 clients with a session store each: rustls' default stateful cache
+    // (256 sessions, two tickets per TLS 1.3 handshake) would have evicted
+    // most of them; tickets resume every one.
+    const CLIENTS: usize = 300;
+    let files = Files::new();
+    let ca = Ca::new("Resumption CA");
+    let (cert, key) = files.pair(&ca.server(&["localhost"]), "server");
+    let edge = start(
+        &format!("    cert_file: {cert}\n    key_file: {key}\n"),
+        "",
+        "",
+        ROUTES,
+    );
+    let clients: Vec<_> = (0..CLIENTS).map(|_| client_config(&ca.pem, None)).collect();
+    for (round, expect_resumed) in [(1, false), (2, true)] {
+        let mut resumed = 0;
+        for config in &clients {
+            let stream = tls_connect(edge.tls_port, "localhost", Arc::clone(config));
+            if stream.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                resumed += 1;
+            }
+            // A request, so the client also reads the tickets sent after
+            // the handshake.
+            let mut stream = BufReader::new(stream);
+            assert_eq!(
+                get_on(&mut stream, "localhost", "/open/tickets", &[]).status,
+                200
+            );
+        }
+        let want = if expect_resumed { CLIENTS } else { 0 };
+        assert_eq!(
+            resumed, want,
+            "round {round}: {resumed} of {CLIENTS} resumed"
+        );
+    }
+}
+
+#[test]
 fn sighup_rotates_the_certificate_for_new_handshakes_while_open_connections_keep_working() {
     let files = Files::new();
     let (old_ca, new_ca) = (Ca::new("Old CA"), Ca::new("New CA"));

@@ -258,7 +258,7 @@ impl HostState {
     }
 }
 
-/// The linker offering ABI v1's imports.
+/// The linker offering ABI v1's imports (`abi_v2::define` adds v2's).
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     linker.func_wrap(
@@ -296,7 +296,6 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
             log_call(&mut caller, level, mp, ml)
         },
     )?;
-    super::abi_v2::define(&mut linker)?;
     Ok(linker)
 }
 

@@ -8,6 +8,7 @@ use http::HeaderName;
 use wasmtime::{ExternType, FuncType, Module, ModuleExport, Store, Trap, TypedFunc, ValType};
 
 use super::abi::{self, GuestFault, HostState, LogLevel, LogLine, Policy};
+use super::abi_v2;
 use super::host::HostInner;
 use super::instance::{AbiExports, AbiVersion, Live, OnRequest, Shared};
 use super::{
@@ -94,9 +95,11 @@ impl CompiledPlugin {
         let reads_request = module
             .imports()
             .any(|i| abi::REQUEST_READERS.contains(&i.name()));
-        let linker = abi::linker(&inner.engine).map_err(|e| PluginError::Engine {
-            detail: format!("cannot define the plugin imports: {e:#}"),
-        })?;
+        let linker = abi::linker(&inner.engine)
+            .and_then(|mut linker| abi_v2::define(&mut linker).map(|()| linker))
+            .map_err(|e| PluginError::Engine {
+                detail: format!("cannot define the plugin imports: {e:#}"),
+            })?;
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| PluginError::Compile {

@@ -84,7 +84,15 @@ impl TlsEdge {
         settings.set_cert_resolver(Arc::new(LiveCertificates::new(material.clone())));
         settings.set_client_cert_verifier(Arc::new(LiveClientVerifier::new(material.clone())));
         settings.set_alpn(ALPN::H2H1);
-        let acceptor = settings.build();
+        let mut acceptor = settings.build();
+        // Stateless session resumption: TLS 1.3 tickets and TLS 1.2 session
+        // tickets sealed with keys rustls rotates every 6 hours, instead of
+        // the default stateful cache of 256 sessions that a busy edge
+        // overflows (each evicted client pays a full handshake again).
+        let mut config = (**acceptor.acceptor.config()).clone();
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| format!("TLS session tickets: {e}"))?;
+        acceptor.acceptor = Arc::new(config).into();
         metrics
             .register(Box::new(CertificateExpiry::new(material.clone())))
             .map_err(|e| format!("cannot register the certificate-expiry gauge: {e}"))?;
