@@ -127,6 +127,7 @@ fn route_match(c: &mut Criterion) {
             login: None,
             client_cert: Default::default(),
             issuers: None,
+            series: Default::default(),
         })
         .collect();
     let router = Router::new(routes);

@@ -124,6 +124,8 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     /// Proxy requests by HTTP version and scheme (`http`, `https`).
     pub requests_by_version: IntCounterVec,
+    /// Its series, by [`HTTP_VERSIONS`] index then `http`/`https`.
+    pub requests_by_version_series: [[IntCounter; 2]; 3],
     /// The session-store breaker's state and fast failures.
     pub session_store: SessionStoreMetrics,
 }
@@ -386,11 +388,10 @@ impl Metrics {
         for result in BACKCHANNEL_LOGOUT_RESULTS {
             backchannel_logouts.with_label_values(&[result]);
         }
-        for version in HTTP_VERSIONS {
-            for scheme in ["http", "https"] {
-                requests_by_version.with_label_values(&[version, scheme]);
-            }
-        }
+        let requests_by_version_series = HTTP_VERSIONS.map(|version| {
+            ["http", "https"]
+                .map(|scheme| requests_by_version.with_label_values(&[version, scheme]))
+        });
         let session_store = SessionStoreMetrics::register(&registry);
         Metrics {
             registry,
@@ -419,6 +420,7 @@ impl Metrics {
             jwks,
             tls_handshakes,
             requests_by_version,
+            requests_by_version_series,
             session_store,
         }
     }

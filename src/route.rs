@@ -1,7 +1,7 @@
 //! Route table: compiled once per config generation, matched in config order
 //! (first match wins), plus the claim requirements a route imposes.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::Method;
 use serde_json::{Map, Value};
@@ -230,6 +230,43 @@ pub struct Route {
     pub client_cert: ClientCertRules,
     /// Issuers whose tokens this route accepts (`issuers`); `None`: any.
     pub issuers: Option<Vec<Arc<str>>>,
+    /// This route's busiest metric series, resolved on first use.
+    pub series: RouteSeries,
+}
+
+/// Metric series of one route, each resolved on its first use (so the
+/// exposition is the same as with label lookups) and then updated without
+/// hashing labels on every request.
+#[derive(Debug, Default)]
+pub struct RouteSeries {
+    /// `requests_total{route, status="200"}`.
+    pub ok: OnceLock<prometheus::IntCounter>,
+    /// `request_duration_seconds{route}`.
+    pub duration: OnceLock<prometheus::Histogram>,
+    /// `jwt_validations_total{route, result="ok", reason="cached"}`.
+    pub jwt_cached: OnceLock<prometheus::IntCounter>,
+    /// Per plugin of the chain, in order: `plugin_invocations_total{plugin,
+    /// result="ok"}` and `plugin_duration_seconds{plugin}`.
+    pub plugins: Vec<PluginSeries>,
+}
+
+/// Metric series of one plugin on a route's chain.
+#[derive(Debug, Default)]
+pub struct PluginSeries {
+    /// `plugin_invocations_total{plugin, result="ok"}`.
+    pub ok: OnceLock<prometheus::IntCounter>,
+    /// `plugin_duration_seconds{plugin}`.
+    pub duration: OnceLock<prometheus::Histogram>,
+}
+
+impl RouteSeries {
+    /// Empty handles for a route whose chain has `plugins` plugins.
+    pub fn new(plugins: usize) -> RouteSeries {
+        RouteSeries {
+            plugins: (0..plugins).map(|_| PluginSeries::default()).collect(),
+            ..RouteSeries::default()
+        }
+    }
 }
 
 impl Route {
@@ -415,6 +452,7 @@ mod tests {
             login: None,
             client_cert: ClientCertRules::default(),
             issuers: None,
+            series: RouteSeries::default(),
         };
         assert_eq!(route("/api", None).upstream_path("/API/users"), "/users");
         assert_eq!(route("/api", None).upstream_path("/api"), "/");

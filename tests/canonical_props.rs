@@ -25,6 +25,7 @@ fn route(name: &str, path: PathMatch) -> Route {
         login: None,
         client_cert: Default::default(),
         issuers: None,
+        series: Default::default(),
     }
 }
 

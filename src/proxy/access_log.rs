@@ -32,19 +32,40 @@ pub(super) fn record(
         .unwrap_or("");
     let route = ctx.route_name();
     let elapsed = ctx.started.elapsed();
-    metrics
-        .requests
-        .with_label_values(&[route, status_text])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[route])
-        .observe(elapsed.as_secs_f64());
-    let version = http_version(session.req_header().version);
-    metrics
-        .requests_by_version
-        .with_label_values(&[version, if ctx.tls { "https" } else { "http" }])
-        .inc();
+    // A matched route's series are resolved once; built-in answers and
+    // other statuses look their labels up.
+    let matched = ctx.route().filter(|_| ctx.builtin.is_none());
+    match matched.map(|(_, r)| &r.series) {
+        Some(series) => {
+            if status == 200 {
+                series
+                    .ok
+                    .get_or_init(|| metrics.requests.with_label_values(&[route, "200"]))
+                    .inc();
+            } else {
+                metrics
+                    .requests
+                    .with_label_values(&[route, status_text])
+                    .inc();
+            }
+            series
+                .duration
+                .get_or_init(|| metrics.request_duration.with_label_values(&[route]))
+                .observe(elapsed.as_secs_f64());
+        }
+        None => {
+            metrics
+                .requests
+                .with_label_values(&[route, status_text])
+                .inc();
+            metrics
+                .request_duration
+                .with_label_values(&[route])
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+    let (version_index, version) = http_version(session.req_header().version);
+    metrics.requests_by_version_series[version_index][usize::from(ctx.tls)].inc();
     let log_access = ctx
         .generation
         .as_ref()
@@ -84,11 +105,12 @@ pub(super) fn record(
 
 /// The `version` label of `requests_by_version_total`: `1.0`, `1.1` or `2`
 /// (pingora serves no other).
-fn http_version(version: http::Version) -> &'static str {
+/// Also its index in [`crate::metrics::HTTP_VERSIONS`].
+fn http_version(version: http::Version) -> (usize, &'static str) {
     match version {
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_10 | http::Version::HTTP_09 => "1.0",
-        _ => "1.1",
+        http::Version::HTTP_2 => (2, "2"),
+        http::Version::HTTP_10 | http::Version::HTTP_09 => (0, "1.0"),
+        _ => (1, "1.1"),
     }
 }
 

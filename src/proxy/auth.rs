@@ -149,7 +149,21 @@ impl Gateway {
                 Err(GatewayError::from(rejection))
             }
             Ok((verified, cached)) => {
-                labels("ok", if cached { "cached" } else { "verified" });
+                if cached {
+                    route
+                        .series
+                        .jwt_cached
+                        .get_or_init(|| {
+                            self.metrics.jwt_validations.with_label_values(&[
+                                &route.name,
+                                "ok",
+                                "cached",
+                            ])
+                        })
+                        .inc();
+                } else {
+                    labels("ok", "verified");
+                }
                 if let Some(failed) = route
                     .requirements
                     .iter()

@@ -66,14 +66,30 @@ impl Gateway {
                 Outcome::Failed { .. } => "failed",
             },
         );
-        for inv in &result.invocations {
-            self.metrics
-                .plugin_invocations
-                .with_label_values(&[&*inv.plugin, inv.result.as_str()])
-                .inc();
-            self.metrics
-                .plugin_duration
-                .with_label_values(&[&*inv.plugin])
+        // Invocations are in chain order, so the i-th is the i-th plugin's.
+        for (inv, series) in result.invocations.iter().zip(&route.series.plugins) {
+            if inv.result == InvocationResult::Ok {
+                series
+                    .ok
+                    .get_or_init(|| {
+                        self.metrics
+                            .plugin_invocations
+                            .with_label_values(&[&*inv.plugin, "ok"])
+                    })
+                    .inc();
+            } else {
+                self.metrics
+                    .plugin_invocations
+                    .with_label_values(&[&*inv.plugin, inv.result.as_str()])
+                    .inc();
+            }
+            series
+                .duration
+                .get_or_init(|| {
+                    self.metrics
+                        .plugin_duration
+                        .with_label_values(&[&*inv.plugin])
+                })
                 .observe(inv.duration.as_secs_f64());
         }
         match result.outcome {

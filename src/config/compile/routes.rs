@@ -12,7 +12,9 @@ use crate::canonical::{EmptySegments, PathParams, PathRules, ReadPolicy};
 use crate::config::defaults;
 use crate::config::raw::{AuthMode, RawPlugin, RawRoute, RawUpstream};
 use crate::plugin::{CompiledPlugin, PluginChain};
-use crate::route::{CertRequirement, ClientCertRules, PathMatch, Requirement, Route, Rule};
+use crate::route::{
+    CertRequirement, ClientCertRules, PathMatch, Requirement, Route, RouteSeries, Rule,
+};
 
 pub(super) fn compile_route(
     ck: &mut Checker,
@@ -189,8 +191,10 @@ pub(super) fn compile_route(
             }
         }
     }
+    let series = RouteSeries::new(chain.len());
     Some(Route {
         plugins: PluginChain::new(chain),
+        series,
         name: name.as_str().into(),
         host,
         path,
