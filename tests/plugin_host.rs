@@ -1030,6 +1030,12 @@ const SPIN_GUEST: &str = r#"(module
     (i32.store (i32.const 512) (i32.wrap_i64 (local.get $acc)))
     (i32.const 0)))"#;
 
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 /// Pins the calling thread to CPU 0.
 fn pin_to_cpu0() {
     let mut set = rustix::thread::CpuSet::new();
@@ -1080,8 +1086,8 @@ impl Drop for Hogs {
 #[test]
 fn the_deadline_counts_cpu_time_so_a_descheduled_call_survives_and_a_runaway_does_not() {
     const DEADLINE: Duration = Duration::from_millis(50);
-    // Its own thread, pinned to CPU 0 with four busy threads: the guest gets
-    // about a fifth of the CPU, so wall time runs ~5× ahead of CPU time.
+    // Its own thread, pinned to CPU 0 with six busy threads: the guest gets
+    // about a seventh of the CPU, so wall time runs far ahead of CPU time.
     std::thread::spawn(|| {
         pin_to_cpu0();
         let mut s = spec("spin", SPIN_GUEST.as_bytes().to_vec(), json!({}), &[]);
@@ -1092,14 +1098,18 @@ fn the_deadline_counts_cpu_time_so_a_descheduled_call_survives_and_a_runaway_doe
             let outcome = call(&plugin, json!({"iters": iters.to_string()}));
             (outcome, started.elapsed())
         };
-        // Calibrate alone: iterations for ~40% of the deadline in CPU time.
+        // Calibrate on this thread's CPU clock (not wall time, which other
+        // tests and builds on the machine stretch): iterations for ~40% of
+        // the deadline in CPU time.
         let probe = 2_000_000u64;
-        let (outcome, took) = spin(probe);
+        let cpu_before = thread_cpu();
+        let (outcome, _) = spin(probe);
+        let cpu = thread_cpu() - cpu_before;
         assert_eq!(outcome, Outcome::Continue(vec![]));
-        let per_iter = took.as_secs_f64() / probe as f64;
+        let per_iter = cpu.as_secs_f64() / probe as f64;
         let healthy = ((DEADLINE.as_secs_f64() * 0.4) / per_iter) as u64;
 
-        let _hogs = Hogs::start(4);
+        let _hogs = Hogs::start(6);
         let mut over_wall = 0;
         for _ in 0..3 {
             let (outcome, took) = spin(healthy);

@@ -425,13 +425,26 @@ pub(crate) fn record_write(
             ))));
         }
         let name_bytes = guest_range(data, name_ptr, name_len, what)?;
-        let name = match headers::parse_name(name_bytes) {
-            Ok(n) => n,
-            Err(r) => return Ok(Err(r)),
+        // An allow-listed name (valid and never forbidden, checked at load)
+        // is shared, not parsed and allocated again on every write.
+        let listed = state
+            .policy
+            .allow
+            .iter()
+            .find(|a| a.as_str().as_bytes().eq_ignore_ascii_case(name_bytes));
+        let name = match listed {
+            Some(name) => name.clone(),
+            None => {
+                let name = match headers::parse_name(name_bytes) {
+                    Ok(n) => n,
+                    Err(r) => return Ok(Err(r)),
+                };
+                if let Err(r) = headers::check_allowed(&name, &state.policy.allow) {
+                    return Ok(Err(r));
+                }
+                name
+            }
         };
-        if let Err(r) = headers::check_allowed(&name, &state.policy.allow) {
-            return Ok(Err(r));
-        }
         let Some((value_ptr, value_len)) = value else {
             return Ok(Ok(HeaderChange::Remove(name)));
         };
