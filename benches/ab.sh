@@ -6,7 +6,8 @@
 # each build's median requests/s and gateway CPU µs per request, and B/A.
 # Both gateways run with the benches' config (one worker, access log off);
 # AB_EXTRA_YAML is appended to B's config only (to compare a config knob with
-# the same binary). For "keep what wins" decisions: run it on a quiet machine.
+# the same binary); AB_PLUGIN_B is B's claims-to-headers module (e.g.
+# plugins/out/claims-to-headers-v1.wasm, to compare plugin ABIs). For "keep what wins" decisions: run it on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -53,7 +54,7 @@ start() { # NAME BIN EXTRA -> sets ${NAME}_PORT ${NAME}_PID
   printf -v "${name}_PID" '%s' "$pid"
 }
 start A "$BIN_A" ""
-start B "$BIN_B" "${AB_EXTRA_YAML:-}"
+BENCH_PLUGIN_MODULE=${AB_PLUGIN_B:-} start B "$BIN_B" "${AB_EXTRA_YAML:-}"
 TOKEN=$("$BIN_A" token mint -c "$WORK/A.yaml" --sub bench-user --claim role=admin \
   --claim email=bench-user@example.com --ttl 1h)
 AUTH="Authorization: Bearer $TOKEN"

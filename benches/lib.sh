@@ -89,7 +89,8 @@ median() {
 
 # bench_gateway_yaml PORT ADMIN UPSTREAM_PORT SECRET [EXTRA] -> the gateway config the
 # profile and A/B scripts run: one worker, access log off, routes /open (auth: none),
-# /api (JWT) and /plug (JWT + claims-to-headers), EXTRA appended.
+# /api (JWT) and /plug (JWT + claims-to-headers; BENCH_PLUGIN_MODULE picks another
+# build of it, e.g. plugins/out/claims-to-headers-v1.wasm), EXTRA appended.
 bench_gateway_yaml() {
   cat <<YAML
 listeners:
@@ -113,7 +114,7 @@ upstreams:
     targets: ["127.0.0.1:$3"]
 plugins:
   identity:
-    module: $PWD/plugins/out/claims-to-headers.wasm
+    module: ${BENCH_PLUGIN_MODULE:-$PWD/plugins/out/claims-to-headers.wasm}
     allow_headers: [X-User-Id, X-User-Role, X-User-Email]
     config:
       headers:
