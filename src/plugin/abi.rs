@@ -344,12 +344,12 @@ pub(crate) fn fault(msg: String) -> wasmtime::Error {
 }
 
 /// The guest bytes at `(ptr, len)`, both unsigned, or a fault naming `what`.
-pub(crate) fn guest_range<'m>(
-    memory: &'m [u8],
+pub(crate) fn guest_range(
+    memory: &[u8],
     ptr: i32,
     len: i32,
-    what: &str,
-) -> wasmtime::Result<&'m [u8]> {
+    what: impl std::fmt::Display,
+) -> wasmtime::Result<&[u8]> {
     let start = ptr as u32 as usize;
     let len = len as u32 as usize;
     start
@@ -411,7 +411,7 @@ pub(crate) fn record_write(
     name_ptr: i32,
     name_len: i32,
     value: Option<(i32, i32)>,
-    what: &str,
+    what: impl std::fmt::Display + Copy,
 ) -> wasmtime::Result<i32> {
     let attempt = (|| -> wasmtime::Result<Result<HeaderChange, Rejection>> {
         // Order fixed by the ABI: name validity (2), allow-list (1), value (2).
@@ -481,7 +481,11 @@ pub(crate) fn record_write(
 }
 
 /// Keeps the first violation of the call and answers its ABI code.
-pub(crate) fn record_violation(state: &mut HostState, what: &str, rejection: Rejection) -> i32 {
+pub(crate) fn record_violation(
+    state: &mut HostState,
+    what: impl std::fmt::Display,
+    rejection: Rejection,
+) -> i32 {
     let code = rejection.code();
     if state.call.violation.is_none() {
         state.call.violation = Some(format!("{what}: {}", rejection.into_detail()));

@@ -157,6 +157,24 @@ fn answer(
     Ok(len)
 }
 
+/// Names a batch entry in faults and violations.
+#[derive(Clone, Copy)]
+struct BatchEntry {
+    index: usize,
+    write: Write,
+}
+
+impl std::fmt::Display for BatchEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "header_batch entry {} ({})",
+            self.index,
+            self.write.import()
+        )
+    }
+}
+
 /// `header_batch`: entries of `op, name_ptr, name_len, value_ptr,
 /// value_len`, each recorded like the matching v1 call; stops at the first
 /// that is not accepted and answers `code | index << 8`.
@@ -197,8 +215,9 @@ fn header_batch(
             }
         };
         let value = (op != 3).then_some((value_ptr, value_len));
-        let what = format!("header_batch entry {index} ({})", write.import());
-        let code = record_write(data, state, write, name_ptr, name_len, value, &what)?;
+        // Formatted only if the entry faults or is refused.
+        let what = BatchEntry { index, write };
+        let code = record_write(data, state, write, name_ptr, name_len, value, what)?;
         if code != 0 {
             return Ok(code | (index as i32) << 8);
         }

@@ -108,7 +108,12 @@ impl PluginChain {
             match answer {
                 Answer::Continue(mut accepted) => {
                     record(InvocationResult::Ok, false);
-                    changes.append(&mut accepted);
+                    if changes.is_empty() {
+                        // The usual single-plugin chain: no copy.
+                        changes = accepted;
+                    } else {
+                        changes.append(&mut accepted);
+                    }
                 }
                 Answer::Deny { status, message } => {
                     record(InvocationResult::Deny, false);

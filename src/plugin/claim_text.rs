@@ -25,17 +25,18 @@ pub(crate) fn lookup<'c>(
     if path.is_empty() || path.len() > MAX_PATH_BYTES {
         return Err(INVALID);
     }
-    let path = std::str::from_utf8(path).map_err(|_| INVALID)?;
-    let mut segments = path.split('\0');
-    let first = segments.next().unwrap_or("");
-    if first.is_empty() {
-        return Err(INVALID);
-    }
+    // Split on the NUL byte, then check each segment (NUL is never part of
+    // a multi-byte character, so this checks the whole path).
+    let mut segments = path
+        .split(|&b| b == 0)
+        .map(|s| match std::str::from_utf8(s) {
+            Ok(s) if !s.is_empty() => Ok(s),
+            _ => Err(INVALID),
+        });
+    let first = segments.next().unwrap_or(Err(INVALID))?;
     let mut current = claims.get(first);
     for segment in segments {
-        if segment.is_empty() {
-            return Err(INVALID);
-        }
+        let segment = segment?;
         current = match current {
             Some(Value::Object(members)) => members.get(segment),
             Some(Value::Array(items)) => array_index(segment).and_then(|i| items.get(i)),
