@@ -357,10 +357,11 @@ fn reload_swaps_a_plugin_without_dropping_requests() {
     );
 }
 
-/// `portcullis plugin test` with its stdout going to `stdout`; returns the
-/// exit status and stderr.
-fn plugin_test_into(stdout: std::process::Stdio, read_one_byte: bool) -> (bool, String) {
-    use std::io::Read as _;
+/// A claims-to-headers config (X-User-Id from `sub`, required; X-Plan from
+/// `plan`, default `free`) and `claims`, as files in a new temp dir.
+fn plugin_test_inputs(
+    claims_json: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.json");
     let claims = dir.path().join("claims.json");
@@ -370,7 +371,15 @@ fn plugin_test_into(stdout: std::process::Stdio, read_one_byte: bool) -> (bool, 
                         {"header": "X-Plan", "claim": "plan", "default": "free"}]}"#,
     )
     .unwrap();
-    std::fs::write(&claims, r#"{"sub": "u-1", "plan": "pro"}"#).unwrap();
+    std::fs::write(&claims, claims_json).unwrap();
+    (dir, config, claims)
+}
+
+/// `portcullis plugin test` with its stdout going to `stdout`; returns the
+/// exit status and stderr.
+fn plugin_test_into(stdout: std::process::Stdio, read_one_byte: bool) -> (bool, String) {
+    use std::io::Read as _;
+    let (_dir, config, claims) = plugin_test_inputs(r#"{"sub": "u-1", "plan": "pro"}"#);
     let module = format!("{}/claims-to-headers.wasm", plugins_out());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["plugin", "test", &module, "--config"])
@@ -408,16 +417,7 @@ fn plugin_test_into(stdout: std::process::Stdio, read_one_byte: bool) -> (bool, 
 
 #[test]
 fn plugin_test_reports_the_abi_version_and_both_builds_decide_alike() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.json");
-    let claims = dir.path().join("claims.json");
-    std::fs::write(
-        &config,
-        r#"{"headers": [{"header": "X-User-Id", "claim": "sub", "required": true},
-                        {"header": "X-Plan", "claim": "plan", "default": "free"}]}"#,
-    )
-    .unwrap();
-    std::fs::write(&claims, r#"{"sub": "u-1"}"#).unwrap();
+    let (_dir, config, claims) = plugin_test_inputs(r#"{"sub": "u-1"}"#);
     let report = |module: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args([
