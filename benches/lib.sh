@@ -87,8 +87,8 @@ median() {
   printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {if (NR==0) exit 1; if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
 }
 
-# bench_gateway_yaml PORT ADMIN UPSTREAM_PORT SECRET [EXTRA] -> the gateway config the
-# profile and A/B scripts run: one worker, access log off, routes /open (auth: none),
+# bench_gateway_yaml PORT ADMIN UPSTREAM_PORT SECRET [EXTRA] -> the gateway config load.sh,
+# profile.sh and ab.sh run: one worker, access log off, routes /open (auth: none),
 # /api (JWT) and /plug (JWT + claims-to-headers; BENCH_PLUGIN_MODULE picks another
 # build of it, e.g. plugins/out/claims-to-headers-v1.wasm), EXTRA appended.
 bench_gateway_yaml() {

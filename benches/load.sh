@@ -88,7 +88,7 @@ BUSY_BEFORE=$(cpu_busy "$BUSY_WINDOW")
 
 UP=$(port); GW=$(port); ADMIN=$(port); HAP=$(port); BARE=$(port)
 SECRET="bench-secret-0123456789-0123456789-abcdef"
-ISSUER=bench
+ISSUER=bench # the issuer of bench_gateway_yaml, checked by HAProxy too
 WORK=$(mktemp -d)
 
 # Everything this script starts in the background is in PIDS (WRK_PID: the
@@ -115,48 +115,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-cat > "$WORK/bench.yaml" <<YAML
-listeners:
-  proxy: "127.0.0.1:$GW"
-  admin: "127.0.0.1:$ADMIN"
-  threads: 1
-  grace_period: 0s   # stop at once when the run ends
-  drain_window: 0s
-log:
-  level: warn
-  access: false
-jwt:
-  issuer: $ISSUER
-  keys:
-    - kid: bench
-      algorithms: [HS256]
-      secret: "$SECRET"
-      sign: true
-upstreams:
-  demo:
-    targets: ["127.0.0.1:$UP"]
-plugins:
-  identity:
-    module: $PWD/plugins/out/claims-to-headers.wasm
-    allow_headers: [X-User-Id, X-User-Role, X-User-Email]
-    config:
-      headers:
-        - { header: X-User-Id, claim: sub, required: true }
-        - { header: X-User-Role, claim: role }
-        - { header: X-User-Email, claim: email }
-routes:
-  - name: open
-    match: { path_prefix: /open }
-    upstream: demo
-    auth: none
-  - name: authed
-    match: { path_prefix: /api }
-    upstream: demo
-  - name: authed-plugin
-    match: { path_prefix: /plug }
-    upstream: demo
-    plugins: [identity]
-YAML
+# The gateway config every Portcullis bench runs (benches/lib.sh).
+bench_gateway_yaml "$GW" "$ADMIN" "$UP" "$SECRET" > "$WORK/bench.yaml"
 
 "$BIN_DIR/portcullis-demo-backend" --listen "127.0.0.1:$UP" --name bench >"$WORK/upstream.log" 2>&1 &
 UP_PID=$!; PIDS+=("$UP_PID")
