@@ -34,35 +34,30 @@ pub(super) fn record(
     let elapsed = ctx.started.elapsed();
     // A matched route's series are resolved once; built-in answers and
     // other statuses look their labels up.
-    let matched = ctx.route().filter(|_| ctx.builtin.is_none());
-    match matched.map(|(_, r)| &r.series) {
-        Some(series) => {
-            if status == 200 {
-                series
-                    .ok
-                    .get_or_init(|| metrics.requests.with_label_values(&[route, "200"]))
-                    .inc();
-            } else {
-                metrics
-                    .requests
-                    .with_label_values(&[route, status_text])
-                    .inc();
-            }
-            series
-                .duration
-                .get_or_init(|| metrics.request_duration.with_label_values(&[route]))
-                .observe(elapsed.as_secs_f64());
-        }
-        None => {
-            metrics
-                .requests
-                .with_label_values(&[route, status_text])
-                .inc();
-            metrics
-                .request_duration
-                .with_label_values(&[route])
-                .observe(elapsed.as_secs_f64());
-        }
+    let series = ctx
+        .route()
+        .filter(|_| ctx.builtin.is_none())
+        .map(|(_, r)| &r.series);
+    match series.filter(|_| status == 200) {
+        Some(series) => series
+            .ok
+            .get_or_init(|| metrics.requests.with_label_values(&[route, "200"]))
+            .inc(),
+        None => metrics
+            .requests
+            .with_label_values(&[route, status_text])
+            .inc(),
+    }
+    let seconds = elapsed.as_secs_f64();
+    match series {
+        Some(series) => series
+            .duration
+            .get_or_init(|| metrics.request_duration.with_label_values(&[route]))
+            .observe(seconds),
+        None => metrics
+            .request_duration
+            .with_label_values(&[route])
+            .observe(seconds),
     }
     let (version_index, version) = http_version(session.req_header().version);
     metrics.requests_by_version_series[version_index][usize::from(ctx.tls)].inc();
