@@ -21,28 +21,40 @@ pub(crate) const WALL_CEILING_FACTOR: u32 = 10;
 /// The shortest wall-clock ceiling.
 const MIN_WALL_CEILING: Duration = Duration::from_secs(1);
 
+/// A plugin's time limit, worked out once when it is compiled: the CPU
+/// budget and the wall-clock ceiling in epoch ticks.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CpuBudget {
+    cpu: Duration,
+    wall_ticks: u64,
+}
+
+impl CpuBudget {
+    /// `cpu` of CPU time per call; `tick` is the epoch period.
+    pub(crate) fn new(cpu: Duration, tick: Duration) -> CpuBudget {
+        let ceiling = (cpu * WALL_CEILING_FACTOR).max(MIN_WALL_CEILING);
+        let tick_nanos = tick.as_nanos().max(1);
+        CpuBudget {
+            cpu,
+            wall_ticks: u64::try_from(ceiling.as_nanos().div_ceil(tick_nanos)).unwrap_or(u64::MAX),
+        }
+    }
+}
+
 /// Budget and progress of the call in flight on one instance.
 #[derive(Debug, Default)]
 pub(crate) struct CallClock {
-    budget: Duration,
-    wall_ticks: u64,
+    budget: CpuBudget,
     ticks: u64,
     cpu_start: Option<Duration>,
-    /// The CPU time the guest had used when it was interrupted.
-    pub(crate) interrupted_after: Option<Duration>,
 }
 
 impl CallClock {
-    /// Starts a call with `budget` of CPU time; `tick` is the epoch period.
-    pub(crate) fn start(&mut self, budget: Duration, tick: Duration) {
-        let ceiling = (budget * WALL_CEILING_FACTOR).max(MIN_WALL_CEILING);
-        let tick_nanos = tick.as_nanos().max(1);
+    /// Starts a call with `budget`.
+    pub(crate) fn start(&mut self, budget: CpuBudget) {
         self.budget = budget;
-        self.wall_ticks =
-            u64::try_from(ceiling.as_nanos().div_ceil(tick_nanos)).unwrap_or(u64::MAX);
         self.ticks = 0;
         self.cpu_start = None;
-        self.interrupted_after = None;
     }
 
     /// One epoch tick passed during the call: go on for another tick, or
@@ -61,8 +73,7 @@ impl CallClock {
             }
             (_, None) => Duration::ZERO,
         };
-        if used >= self.budget || self.ticks >= self.wall_ticks {
-            self.interrupted_after = Some(used);
+        if used >= self.budget.cpu || self.ticks >= self.budget.wall_ticks {
             return UpdateDeadline::Interrupt;
         }
         UpdateDeadline::Continue(1)
@@ -88,7 +99,10 @@ mod tests {
     #[test]
     fn cpu_time_counts_from_the_first_tick_and_waiting_is_free() {
         let mut clock = CallClock::default();
-        clock.start(Duration::from_millis(10), Duration::from_millis(1));
+        clock.start(CpuBudget::new(
+            Duration::from_millis(10),
+            Duration::from_millis(1),
+        ));
         let ms = |m| Some(Duration::from_millis(m));
         // Baseline at 100 ms of thread CPU time.
         assert!(!interrupted(clock.on_tick_at(ms(100))));
@@ -98,19 +112,24 @@ mod tests {
         }
         assert!(!interrupted(clock.on_tick_at(ms(109))));
         assert!(interrupted(clock.on_tick_at(ms(110))));
-        assert_eq!(clock.interrupted_after, Some(Duration::from_millis(10)));
     }
 
     #[test]
     fn the_wall_ceiling_stops_a_call_whose_clock_cannot_be_read() {
         let mut clock = CallClock::default();
-        clock.start(Duration::from_millis(10), Duration::from_millis(1));
+        clock.start(CpuBudget::new(
+            Duration::from_millis(10),
+            Duration::from_millis(1),
+        ));
         // 10 × 10 ms is under the 1 s minimum: 1000 ticks.
         for _ in 0..999 {
             assert!(!interrupted(clock.on_tick_at(None)));
         }
         assert!(interrupted(clock.on_tick_at(None)));
-        clock.start(Duration::from_millis(500), Duration::from_millis(1));
+        clock.start(CpuBudget::new(
+            Duration::from_millis(500),
+            Duration::from_millis(1),
+        ));
         for _ in 0..4999 {
             assert!(!interrupted(clock.on_tick_at(None)));
         }

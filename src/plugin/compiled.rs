@@ -9,6 +9,7 @@ use wasmtime::{ExternType, FuncType, Module, ModuleExport, Store, Trap, TypedFun
 
 use super::abi::{self, GuestFault, HostState, LogLevel, LogLine, Policy};
 use super::abi_v2;
+use super::clock::CpuBudget;
 use super::host::HostInner;
 use super::instance::{AbiExports, AbiVersion, Live, OnRequest, Shared};
 use super::{
@@ -110,6 +111,7 @@ impl CompiledPlugin {
         let mut allow = spec.allow_headers;
         allow.dedup();
         let name: Arc<str> = Arc::from(spec.name);
+        let inner_tick = inner.config.epoch_tick;
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: Arc::clone(&name),
@@ -129,6 +131,7 @@ impl CompiledPlugin {
             limits: spec.limits,
             abi,
             reads_request,
+            budget: CpuBudget::new(spec.limits.deadline, inner_tick),
         });
         let plugin = CompiledPlugin { shared };
         plugin.start(true, true)?;
@@ -174,10 +177,7 @@ impl CompiledPlugin {
     fn begin_call(&self, store: &mut Store<HostState>) {
         let s = &self.shared;
         store.set_epoch_deadline(1);
-        store
-            .data_mut()
-            .clock
-            .start(s.limits.deadline, s.host.config.epoch_tick);
+        store.data_mut().clock.start(s.budget);
     }
 
     /// Warns about a failed invocation, at most [`abi::LOG_LINES_PER_SECOND`]

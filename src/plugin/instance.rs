@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) abi: AbiVersion,
     /// The module imports a `request_*` reader: copy the request per call.
     pub(super) reads_request: bool,
+    /// `limits.deadline` as a CPU budget per call.
+    pub(super) budget: super::clock::CpuBudget,
 }
 
 /// The ABI a module speaks.
