@@ -275,4 +275,62 @@ mod tests {
         assert_eq!(count(at("nothing")), MISSING);
         assert_eq!(count(at("absent")), MISSING);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any bytes a guest passes as a path: never a panic, and INVALID
+        /// exactly for an empty or over-long path, an empty segment or a
+        /// segment that is not UTF-8; otherwise the value the segments name.
+        #[test]
+        fn any_guest_path_is_read_one_way(
+            raw in proptest::collection::vec(
+                proptest::prelude::prop_oneof![
+                    proptest::prelude::Just(0u8),
+                    proptest::prelude::Just(b'r'),
+                    proptest::prelude::Just(b'0'),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..24,
+            ),
+            prefix in proptest::prelude::prop_oneof![
+                proptest::prelude::Just(&b""[..]),
+                proptest::prelude::Just(&b"roles\0"[..]),
+                proptest::prelude::Just(&b"realm_access\0"[..]),
+            ],
+        ) {
+            let c = claims();
+            let path = [prefix, &raw[..]].concat();
+            let segments: Vec<&[u8]> = path.split(|&b| b == 0).collect();
+            let malformed = path.is_empty()
+                || path.len() > MAX_PATH_BYTES
+                || segments
+                    .iter()
+                    .any(|s| s.is_empty() || std::str::from_utf8(s).is_err());
+            match lookup(&c, &path) {
+                Err(code) => {
+                    proptest::prop_assert_eq!(code, INVALID);
+                    proptest::prop_assert!(malformed);
+                }
+                Ok(found) => {
+                    proptest::prop_assert!(!malformed);
+                    // The same walk, done by hand on serde_json values.
+                    let mut expect = c.get(std::str::from_utf8(segments[0]).unwrap());
+                    for seg in &segments[1..] {
+                        let seg = std::str::from_utf8(seg).unwrap();
+                        expect = match expect {
+                            Some(Value::Object(m)) => m.get(seg),
+                            Some(Value::Array(items)) => seg
+                                .parse::<usize>()
+                                .ok()
+                                .filter(|i| i.to_string() == seg)
+                                .and_then(|i| items.get(i)),
+                            _ => None,
+                        };
+                    }
+                    proptest::prop_assert_eq!(found, expect);
+                }
+            }
+        }
+    }
 }
