@@ -301,7 +301,7 @@ async fn describe_postgres(url: &str) -> Result<(), String> {
         "synchronous_commit",
         "wal_sync_method",
     ] {
-        let value: String = sqlx::query_scalar(&format!("SHOW {name}"))
+        let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {name}")))
             .fetch_one(&mut connection)
             .await
             .map_err(|e| format!("SHOW {name}: {e}"))?;
@@ -323,9 +323,11 @@ async fn drop_databases(admin_url: &str, urls: &[String]) {
     for url in urls {
         let without_query = url.split('?').next().unwrap_or(url);
         if let Some(name) = without_query.rsplit('/').next() {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .execute(&mut admin)
-                .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
         }
     }
     let _ = admin.close().await;
@@ -353,7 +355,7 @@ async fn create_database(server: &Server, synchronous_commit: &str) -> Result<St
         format!("CREATE DATABASE \"{name}\""),
         format!("ALTER DATABASE \"{name}\" SET synchronous_commit = {synchronous_commit}"),
     ] {
-        sqlx::query(&statement)
+        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
             .execute(&mut admin)
             .await
             .map_err(|e| format!("{statement}: {e}"))?;

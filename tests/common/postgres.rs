@@ -133,7 +133,7 @@ impl TestDb {
     pub async fn create_on(admin_url: &str) -> TestDb {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut admin = connect_when_ready(admin_url).await;
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut admin)
             .await
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
@@ -149,10 +149,10 @@ impl TestDb {
     /// matters on an external server; a local cluster goes away entirely.
     pub async fn drop_database(self) {
         if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::query(&format!(
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
                 self.name
-            ))
+            )))
             .execute(&mut admin)
             .await;
             let _ = admin.close().await;

@@ -86,9 +86,9 @@ impl Store {
             .expect("list tables");
             let mut text = String::new();
             for (table,) in tables {
-                let (rows,): (String,) = sqlx::query_as(&format!(
+                let (rows,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT coalesce(string_agg(row_to_json(t)::text, E'\\n'), '') FROM \"{table}\" t"
-                ))
+                )))
                 .fetch_one(&mut db)
                 .await
                 .expect("dump table");

@@ -54,14 +54,6 @@ fn postgres_store_url(ck: &mut Checker, span: &Spanned<String>) -> Option<String
     let mut ok = true;
     let mut pairs = Vec::new();
     for pair in query.split('&') {
-        if let Some(("sslmode" | "ssl-mode", mode)) = pair.split_once('=') {
-            if mode.eq_ignore_ascii_case("verify-ca") {
-                ck.warn_at(
-                    span,
-                    "`sslmode=verify-ca` also checks the server's name in this build (sqlx 0.8 with current rustls, launchbadge/sqlx#3793): the server's certificate must be for the host in the URL, as with `verify-full`",
-                );
-            }
-        }
         let file = pair
             .split_once('=')
             .filter(|(key, _)| POSTGRES_FILE_PARAMS.contains(key));

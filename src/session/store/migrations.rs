@@ -16,7 +16,6 @@
 //! a database migrated by an old gateway is not migrated twice. The old table
 //! stays: old gateways still running against the database read it.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -25,6 +24,7 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{
     AppliedMigration, Migrate, MigrateError, Migration, MigrationSource, Migrator,
 };
+use sqlx::{AssertSqlSafe, SqlSafeStr as _};
 
 use super::StoreError;
 
@@ -64,7 +64,7 @@ fn without_carriage_returns(migration: &Migration) -> Migration {
         migration.version,
         migration.description.clone(),
         migration.migration_type,
-        Cow::Owned(migration.sql.replace('\r', "")),
+        AssertSqlSafe(migration.sql.as_str().replace('\r', "")).into_sql_str(),
         migration.no_tx,
     )
 }
@@ -89,13 +89,13 @@ impl MigrationSource<'static> for Resolved {
 /// acquiring the connection, public (though hidden from sqlx's docs) for
 /// exactly this case.
 pub(crate) async fn run<C: Migrate>(migrator: &Migrator, conn: &mut C) -> Result<(), MigrateError> {
-    migrator.run_direct(conn).await
+    migrator.run_direct(None, conn, false).await
 }
 
 /// What [`LEGACY_TABLE`] records for `migration`'s SQL.
 fn legacy_checksum(migration: &Migration) -> Vec<u8> {
     // The SQL has no carriage returns left (`without_carriage_returns`).
-    Sha256::digest(migration.sql.as_bytes()).to_vec()
+    Sha256::digest(migration.sql.as_str().as_bytes()).to_vec()
 }
 
 fn description(migrator: &Migrator, version: i64) -> String {
@@ -214,7 +214,7 @@ mod tests {
             assert!(versions.windows(2).all(|w| w[0] < w[1]));
             assert!(migrator
                 .iter()
-                .all(|m| m.version > 0 && !m.sql.trim().is_empty() && !m.no_tx));
+                .all(|m| m.version > 0 && !m.sql.as_str().trim().is_empty() && !m.no_tx));
         }
         let versions = |m: &Migrator| m.iter().map(|m| m.version).collect::<Vec<_>>();
         assert_eq!(versions(&postgres), versions(&sqlite));
@@ -225,7 +225,7 @@ mod tests {
     #[test]
     fn checksum_ignores_carriage_returns() {
         let migration = |sql: &'static str| {
-            Migration::new(1, "x".into(), MigrationType::Simple, sql.into(), false)
+            Migration::new(1, "x".into(), MigrationType::Simple, sql.into_sql_str(), false)
         };
         let lf = migration("CREATE TABLE t (a int);\n");
         let crlf = migration("CREATE TABLE t (a int);\r\n");

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use sqlx::migrate::{AppliedMigration, Migrate as _, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -376,7 +376,10 @@ async fn adopt_legacy_bookkeeping(
     migrator: &Migrator,
 ) -> Result<Vec<AppliedMigration>, StoreError> {
     let fail = |e| migrations::error("postgres", migrator, e);
-    let recorded = tx.list_applied_migrations().await.map_err(fail)?;
+    let recorded = tx
+        .list_applied_migrations(&migrator.table_name)
+        .await
+        .map_err(fail)?;
     let legacy_exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(migrations::LEGACY_TABLE)
         .fetch_one(&mut **tx)
@@ -411,7 +414,9 @@ async fn adopt_legacy_bookkeeping(
             "recorded a migration applied before sqlx's migrator in _sqlx_migrations"
         );
     }
-    tx.list_applied_migrations().await.map_err(fail)
+    tx.list_applied_migrations(&migrator.table_name)
+        .await
+        .map_err(fail)
 }
 
 #[async_trait]
@@ -432,10 +437,15 @@ impl SessionStore for PostgresStore {
             .bind(MIGRATION_LOCK_KEY)
             .execute(&mut *tx)
             .await?;
-        tx.ensure_migrations_table().await.map_err(fail)?;
+        tx.ensure_migrations_table(&migrator.table_name)
+            .await
+            .map_err(fail)?;
         let before = adopt_legacy_bookkeeping(&mut tx, &migrator).await?;
         migrations::run(&migrator, &mut *tx).await.map_err(fail)?;
-        let after = tx.list_applied_migrations().await.map_err(fail)?;
+        let after = tx
+            .list_applied_migrations(&migrator.table_name)
+            .await
+            .map_err(fail)?;
         tx.commit().await?;
         migrations::report("postgres", &migrator, &before, &after);
         Ok(())
@@ -695,10 +705,10 @@ impl SessionStore for PostgresStore {
             .rows_affected();
         let mut others = 0;
         for table in ["portcullis_token_revocations", "portcullis_logout_tokens"] {
-            others += sqlx::query(&format!(
+            others += sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE keep_until < {}",
                 ts!(1)
-            ))
+            )))
             .bind(expired_before.unix_millis())
             .execute(&mut *tx)
             .await?

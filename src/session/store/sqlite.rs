@@ -15,7 +15,7 @@ use sqlx::migrate::{AppliedMigration, Migrate as _, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -160,7 +160,7 @@ async fn session_in(
     id: &str,
 ) -> Result<Option<Session>, StoreError> {
     let sql = format!("SELECT {SESSION_COLUMNS} FROM portcullis_sessions WHERE id = ?");
-    sqlx::query(&sql)
+    sqlx::query(AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
@@ -176,7 +176,10 @@ async fn adopt_legacy_bookkeeping(
     migrator: &Migrator,
 ) -> Result<Vec<AppliedMigration>, StoreError> {
     let fail = |e| migrations::error("sqlite", migrator, e);
-    let recorded = tx.list_applied_migrations().await.map_err(fail)?;
+    let recorded = tx
+        .list_applied_migrations(&migrator.table_name)
+        .await
+        .map_err(fail)?;
     let legacy_exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
     )
@@ -213,7 +216,9 @@ async fn adopt_legacy_bookkeeping(
             "recorded a migration applied before sqlx's migrator in _sqlx_migrations"
         );
     }
-    tx.list_applied_migrations().await.map_err(fail)
+    tx.list_applied_migrations(&migrator.table_name)
+        .await
+        .map_err(fail)
 }
 
 #[async_trait]
@@ -229,10 +234,15 @@ impl SessionStore for SqliteStore {
         // and then find everything applied; sqlx applies each migration in a
         // savepoint of this transaction.
         let mut tx = self.begin_write().await?;
-        tx.ensure_migrations_table().await.map_err(fail)?;
+        tx.ensure_migrations_table(&migrator.table_name)
+            .await
+            .map_err(fail)?;
         let before = adopt_legacy_bookkeeping(&mut tx, &migrator).await?;
         migrations::run(&migrator, &mut *tx).await.map_err(fail)?;
-        let after = tx.list_applied_migrations().await.map_err(fail)?;
+        let after = tx
+            .list_applied_migrations(&migrator.table_name)
+            .await
+            .map_err(fail)?;
         tx.commit().await?;
         migrations::report("sqlite", &migrator, &before, &after);
         Ok(())
@@ -403,7 +413,7 @@ impl SessionStore for SqliteStore {
             "SELECT {SESSION_COLUMNS} FROM portcullis_sessions
              WHERE id = (SELECT session_id FROM portcullis_refresh_tokens WHERE token_hash = ?)"
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(&hash[..])
             .fetch_optional(&self.pool)
             .await?
@@ -413,7 +423,7 @@ impl SessionStore for SqliteStore {
 
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM portcullis_sessions WHERE id = ?");
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -432,7 +442,7 @@ impl SessionStore for SqliteStore {
              WHERE id = ? AND revoked_at IS NULL
              RETURNING {SESSION_COLUMNS}"
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(now.unix_millis())
             .bind(reason.as_str())
             .bind(id.to_string())
@@ -492,7 +502,7 @@ impl SessionStore for SqliteStore {
              WHERE subject = ? AND revoked_at IS NULL AND expires_at > ?
              ORDER BY created_at DESC, id"
         );
-        sqlx::query(&sql)
+        sqlx::query(AssertSqlSafe(sql))
             .bind(subject)
             .bind(now.unix_millis())
             .fetch_all(&self.pool)
@@ -542,11 +552,13 @@ impl SessionStore for SqliteStore {
         .rows_affected();
         let mut others = 0;
         for table in ["portcullis_token_revocations", "portcullis_logout_tokens"] {
-            others += sqlx::query(&format!("DELETE FROM {table} WHERE keep_until < ?"))
-                .bind(expired_before.unix_millis())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            others += sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE keep_until < ?"
+            )))
+            .bind(expired_before.unix_millis())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         }
         tx.commit().await?;
         Ok(tokens + sessions + others)
