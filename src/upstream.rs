@@ -84,13 +84,26 @@ pub struct HealthCheck {
     pub interval: Duration,
     /// Time one check may take.
     pub timeout: Duration,
-    /// `Some(path)`: HTTP GET expecting 2xx/3xx, in the pool's protocol and
-    /// over its TLS; `None`: TCP connect.
-    pub path: Option<String>,
+    /// What a check asks.
+    pub probe: Probe,
     /// Consecutive failures that take a target out.
     pub unhealthy_after: u32,
     /// Consecutive successes that put it back.
     pub healthy_after: u32,
+}
+
+/// What a health check asks a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A TCP connect.
+    Tcp,
+    /// `GET path`, expecting 2xx or 3xx, in the pool's protocol and over
+    /// its TLS.
+    Http(String),
+    /// The gRPC Health Checking Protocol (`grpc.health.v1.Health/Check`)
+    /// for this service (empty: the server as a whole), expecting
+    /// `SERVING`; over HTTP/2 (the pool is `h2` or `h2c`).
+    Grpc(String),
 }
 
 /// One backend address and its health state.
@@ -249,14 +262,15 @@ impl Upstream {
             return;
         };
         for target in &self.targets {
-            let ok = match &hc.path {
-                None => tcp_probe(target.addr, hc.timeout).await,
-                Some(path) => {
+            let ok = match &hc.probe {
+                Probe::Tcp => tcp_probe(target.addr, hc.timeout).await,
+                probe => {
                     let mut peer = self.peer(target);
                     // A fresh connection per check: a pooled one could hide a dead target.
                     peer.options.max_h2_streams = 1;
                     let authority = self.check_authority(target);
-                    http_probe(connector, &peer, path, &authority, hc.timeout).await
+                    let check = http_probe(connector, &peer, probe, &authority);
+                    matches!(tokio::time::timeout(hc.timeout, check).await, Ok(Some(())))
                 }
             };
             let was = target.is_healthy();
@@ -291,29 +305,146 @@ async fn tcp_probe(addr: SocketAddr, timeout: Duration) -> bool {
     )
 }
 
-/// `GET path` within `timeout`, expecting 2xx or 3xx. The connection is
-/// dropped afterwards, never pooled.
+/// The path of the gRPC health check method.
+const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// The most of a gRPC health answer read (a `HealthCheckResponse` is 2 bytes).
+const GRPC_HEALTH_ANSWER_CAP: usize = 4096;
+
+/// One HTTP check (`GET path` expecting 2xx or 3xx, or a gRPC health
+/// check expecting `SERVING`); `Some(())` when the target passed. The
+/// connection is dropped afterwards, never pooled.
 async fn http_probe(
     connector: &Connector,
     peer: &HttpPeer,
-    path: &str,
+    probe: &Probe,
     authority: &str,
-    timeout: Duration,
-) -> bool {
-    let attempt = async {
-        let (mut http, _reused) = connector.get_http_session(peer).await.ok()?;
-        let mut request = RequestHeader::build("GET", path.as_bytes(), None).ok()?;
-        request.insert_header(http::header::HOST, authority).ok()?;
-        request
-            .insert_header(http::header::USER_AGENT, "portcullis-health")
-            .ok()?;
-        http.write_request_header(Box::new(request)).await.ok()?;
-        http.finish_request_body().await.ok()?;
-        http.read_response_header().await.ok()?;
-        let status = http.response_header()?.status.as_u16();
-        Some((200..400).contains(&status))
+) -> Option<()> {
+    let (mut http, _reused) = connector.get_http_session(peer).await.ok()?;
+    let (method, path) = match probe {
+        Probe::Grpc(_) => ("POST", GRPC_HEALTH_CHECK),
+        Probe::Http(path) => ("GET", path.as_str()),
+        Probe::Tcp => return None,
     };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+    let mut request = RequestHeader::build(method, path.as_bytes(), None).ok()?;
+    request.insert_header(http::header::HOST, authority).ok()?;
+    request
+        .insert_header(http::header::USER_AGENT, "portcullis-health")
+        .ok()?;
+    if let Probe::Grpc(service) = probe {
+        request
+            .insert_header(http::header::CONTENT_TYPE, "application/grpc")
+            .ok()?;
+        request.insert_header(http::header::TE, "trailers").ok()?;
+        http.write_request_header(Box::new(request)).await.ok()?;
+        let body = grpc_health_request(service);
+        http.write_request_body(body.into(), true).await.ok()?;
+    } else {
+        http.write_request_header(Box::new(request)).await.ok()?;
+    }
+    http.finish_request_body().await.ok()?;
+    http.read_response_header().await.ok()?;
+    let status = http.response_header()?.status.as_u16();
+    let Probe::Grpc(_) = probe else {
+        return (200..400).contains(&status).then_some(());
+    };
+    if status != 200 {
+        return None;
+    }
+    // A trailers-only answer carries grpc-status in its headers.
+    if grpc_status(http.response_header()?.headers.get("grpc-status")).is_some_and(|s| s != 0) {
+        return None;
+    }
+    let mut answer = Vec::new();
+    while let Some(chunk) = http.read_response_body().await.ok()? {
+        answer.extend_from_slice(&chunk);
+        if answer.len() > GRPC_HEALTH_ANSWER_CAP {
+            return None;
+        }
+    }
+    let trailers = match &mut http {
+        pingora::protocols::http::client::HttpSession::H2(h2) => h2.read_trailers().await.ok()?,
+        _ => None,
+    };
+    let code = grpc_status(trailers.as_ref().and_then(|t| t.get("grpc-status")));
+    (code == Some(0) && grpc_health_serving(&answer)).then_some(())
+}
+
+/// A `grpc-status` header's code.
+fn grpc_status(value: Option<&http::HeaderValue>) -> Option<u32> {
+    value?.to_str().ok()?.trim().parse().ok()
+}
+
+/// A framed `grpc.health.v1.HealthCheckRequest` for `service`.
+fn grpc_health_request(service: &str) -> Vec<u8> {
+    let mut message = Vec::with_capacity(service.len() + 6);
+    if !service.is_empty() {
+        // Field 1 (`service`), length-delimited.
+        message.push(0x0a);
+        let mut len = service.len();
+        while len >= 0x80 {
+            message.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        message.push(len as u8);
+        message.extend_from_slice(service.as_bytes());
+    }
+    let mut framed = Vec::with_capacity(message.len() + 5);
+    framed.push(0); // not compressed
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    framed
+}
+
+/// Whether a framed `HealthCheckResponse` says `SERVING` (status 1): one
+/// uncompressed message whose field 1 is the varint 1. Unknown fields are
+/// skipped; anything malformed is not serving.
+fn grpc_health_serving(framed: &[u8]) -> bool {
+    let Some((&[compressed, a, b, c, d], message)) = framed.split_first_chunk::<5>() else {
+        return false;
+    };
+    if compressed != 0 || u32::from_be_bytes([a, b, c, d]) as usize != message.len() {
+        return false;
+    }
+    serving_status(message) == Some(1)
+}
+
+/// Field 1 (`status`) of a `HealthCheckResponse`; `None` when absent or
+/// the message is malformed.
+fn serving_status(message: &[u8]) -> Option<u64> {
+    let (mut rest, mut status) = (message, None);
+    while !rest.is_empty() {
+        let (key, after) = read_varint(rest)?;
+        rest = match key & 7 {
+            0 => {
+                let (value, after) = read_varint(after)?;
+                if key >> 3 == 1 {
+                    status = Some(value);
+                }
+                after
+            }
+            2 => {
+                let (len, after) = read_varint(after)?;
+                after.get(usize::try_from(len).ok()?..)?
+            }
+            1 => after.get(8..)?,
+            5 => after.get(4..)?,
+            _ => return None,
+        };
+    }
+    status
+}
+
+/// A protobuf varint at the start of `bytes` and what follows it.
+fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
 }
 
 /// Starts one health-check loop per checked pool. The caller aborts the
@@ -410,6 +541,67 @@ mod tests {
         let peer = p.peer(&p.targets[0]);
         assert_eq!(peer.sni, "api.internal");
         assert!(!peer.options.verify_cert && !peer.options.verify_hostname);
+    }
+
+    #[test]
+    fn grpc_health_requests_are_framed_protobuf() {
+        assert_eq!(grpc_health_request(""), [0, 0, 0, 0, 0]);
+        let framed = grpc_health_request("test.Echo");
+        assert_eq!(framed[..7], [0, 0, 0, 0, 11, 0x0a, 9]);
+        assert_eq!(&framed[7..], b"test.Echo");
+        let long = "s".repeat(200);
+        let framed = grpc_health_request(&long);
+        // 200 as a varint is two bytes: 0xc8 0x01.
+        assert_eq!(framed[..8], [0, 0, 0, 0, 203, 0x0a, 0xc8, 0x01]);
+        assert_eq!(framed.len(), 5 + 203);
+    }
+
+    #[test]
+    fn only_a_well_formed_serving_answer_is_healthy() {
+        let frame = |message: &[u8]| {
+            let mut framed = vec![0];
+            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            framed.extend_from_slice(message);
+            framed
+        };
+        assert!(grpc_health_serving(&frame(&[0x08, 0x01])));
+        // Unknown fields before and after are skipped (varint, bytes, fixed64, fixed32).
+        let padded = [
+            0x10, 0x96, 0x01, 0x1a, 0x02, b'h', b'i', 0x08, 0x01, 0x21, 1, 2, 3, 4, 5, 6, 7, 8,
+            0x2d, 1, 2, 3, 4,
+        ];
+        assert!(grpc_health_serving(&frame(&padded)));
+        for (why, framed) in [
+            ("NOT_SERVING", frame(&[0x08, 0x02])),
+            ("UNKNOWN", frame(&[0x08, 0x00])),
+            ("SERVICE_UNKNOWN", frame(&[0x08, 0x03])),
+            ("no status", frame(&[])),
+            ("truncated varint", frame(&[0x08, 0x81])),
+            (
+                "truncated bytes field",
+                frame(&[0x1a, 0x05, b'x', 0x08, 0x01]),
+            ),
+            ("group wire type", frame(&[0x0b, 0x08, 0x01])),
+            ("compressed", {
+                let mut f = frame(&[0x08, 0x01]);
+                f[0] = 1;
+                f
+            }),
+            ("length beyond the body", {
+                let mut f = frame(&[0x08, 0x01]);
+                f[4] = 3;
+                f
+            }),
+            (
+                "two messages",
+                [frame(&[0x08, 0x01]), frame(&[0x08, 0x01])].concat(),
+            ),
+            ("no frame", vec![0, 0, 0]),
+        ] {
+            assert!(!grpc_health_serving(&framed), "{why}: {framed:?}");
+        }
+        // The last value of a repeated field wins, as protobuf reads it.
+        assert!(!grpc_health_serving(&frame(&[0x08, 0x01, 0x08, 0x02])));
     }
 
     #[test]

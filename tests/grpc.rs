@@ -342,3 +342,141 @@ fn a_grpc_web_refusal_over_http1_is_a_framed_grpc_answer() {
     assert!(resp.header("www-authenticate").is_some());
     assert!(resp.body.is_empty());
 }
+
+/// The gRPC Health Checking Protocol as the upstream health check: a target
+/// whose health service says NOT_SERVING is taken out (calls get
+/// UNAVAILABLE and never reach it) and put back once it says SERVING; the
+/// configured service name is what the target is asked about, over h2c and
+/// over TLS; an unknown service (NOT_FOUND) is unhealthy.
+#[test]
+fn grpc_health_checks_take_a_not_serving_target_out_and_put_it_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = pki::TestCa::new("Portcullis gRPC test CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    let (cert, key) = ca.server(&["grpc.test"]).write(dir.path(), "grpc");
+    let plain = GrpcServer::start(dir.path());
+    let tls = GrpcServer::start_tls(dir.path(), &cert, &key);
+    let unknown = GrpcServer::start(dir.path());
+    let template = format!(
+        r#"listeners:
+  proxy: "{{PROXY}}"
+  admin: "{{ADMIN}}"
+  threads: 2
+  grace_period: 0s
+  h2c: true
+jwt:
+  issuer: test-issuer
+  audience: [test-aud]
+  keys:
+    - kid: hs
+      algorithms: [HS256]
+      secret: "{{SECRET}}"
+upstreams:
+  grpc:
+    targets: ["127.0.0.1:{plain}"]
+    protocol: h2c
+    health_check:
+      grpc: true
+      grpc_service: test.Echo
+      interval: 100ms
+      unhealthy_after: 1
+      healthy_after: 1
+  grpc_tls:
+    targets: ["127.0.0.1:{tls}"]
+    protocol: h2
+    tls:
+      ca_file: "{ca_file}"
+      sni: grpc.test
+    health_check:
+      grpc: true
+      interval: 100ms
+  unknown:
+    targets: ["127.0.0.1:{unknown}"]
+    protocol: h2c
+    health_check:
+      grpc: true
+      grpc_service: no.Such
+      interval: 100ms
+      unhealthy_after: 1
+routes:
+  - name: unknown
+    match: {{ path_prefix: /unknown.Echo }}
+    upstream: unknown
+    strip_prefix: /unknown.Echo
+    add_prefix: /test.Echo
+  - name: echo
+    match: {{ path_prefix: /test.Echo }}
+    upstream: grpc
+"#,
+        plain = plain.port,
+        tls = tls.port,
+        unknown = unknown.port,
+        ca_file = ca_file.display(),
+    );
+    let gw = Gateway::start(&template);
+    let health = |upstream: &str, server: &GrpcServer| {
+        let labels = format!(
+            r#"target="127.0.0.1:{}",upstream="{upstream}""#,
+            server.port
+        );
+        let text = gw.metrics();
+        text.contains(&labels)
+            .then(|| metric(&text, "portcullis_upstream_health", &labels))
+    };
+    let call = || {
+        GrpcCall::new(gw.port, "test.Echo", "Unary")
+            .metadata("authorization", &alice())
+            .run()
+    };
+    let within = std::time::Duration::from_secs(10);
+    wait_until("checks of every target", within, || {
+        [&plain, &tls, &unknown]
+            .iter()
+            .all(|s| !s.health_checks().is_empty())
+    });
+    assert!(
+        plain
+            .health_checks()
+            .iter()
+            .all(|l| l == "HEALTH service=test.Echo status=SERVING"),
+        "{:?}",
+        plain.health_checks()
+    );
+    assert!(
+        tls.health_checks()
+            .iter()
+            .all(|l| l == "HEALTH service= status=SERVING"),
+        "the server as a whole, over TLS: {:?}",
+        tls.health_checks()
+    );
+    wait_until("the h2c and TLS targets healthy", within, || {
+        health("grpc", &plain) == Some(1.0) && health("grpc_tls", &tls) == Some(1.0)
+    });
+    wait_until("the unknown service's target unhealthy", within, || {
+        health("unknown", &unknown) == Some(0.0)
+    });
+    assert!(unknown
+        .health_checks()
+        .contains(&"HEALTH service=no.Such status=UNKNOWN".to_owned()));
+    let refused = GrpcCall::new(gw.port, "unknown.Echo", "Unary")
+        .metadata("authorization", &alice())
+        .run();
+    assert_code(&refused, "UNAVAILABLE");
+    assert!(unknown.calls().is_empty(), "{:?}", unknown.calls());
+
+    assert_code(&call(), "OK");
+    plain.set_health("NOT_SERVING");
+    wait_until("the NOT_SERVING target taken out", within, || {
+        health("grpc", &plain) == Some(0.0)
+    });
+    let outcome = call();
+    assert_code(&outcome, "UNAVAILABLE");
+    assert_eq!(plain.calls().len(), 1, "{:?}", plain.calls());
+
+    plain.set_health("SERVING");
+    wait_until("the SERVING target put back", within, || {
+        health("grpc", &plain) == Some(1.0)
+    });
+    assert_code(&call(), "OK");
+    assert_eq!(plain.calls().len(), 2, "{:?}", plain.calls());
+}

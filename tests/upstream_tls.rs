@@ -397,6 +397,54 @@ fn check_refuses_tls_on_an_h2c_upstream_and_a_bad_server_name() {
 }
 
 #[test]
+fn check_reports_grpc_health_check_mistakes_where_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ok, text) = check(
+        dir.path(),
+        &one_upstream(
+            "    protocol: h2c\n    health_check:\n      grpc: true\n      path: /health\n",
+        ),
+    );
+    assert!(!ok, "{text}");
+    assert_reports(
+        &text,
+        "8:13",
+        "upstream `api`: a health check is either `path` (HTTP GET) or `grpc: true`, not both",
+    );
+
+    let (ok, text) = check(
+        dir.path(),
+        &one_upstream("    health_check:\n      grpc: true\n"),
+    );
+    assert!(!ok, "{text}");
+    assert_reports(
+        &text,
+        "7:13",
+        "upstream `api`: a gRPC health check needs HTTP/2: set `protocol: h2c` (plain text) or `h2` (TLS)",
+    );
+
+    let (ok, text) = check(
+        dir.path(),
+        &one_upstream("    protocol: h2c\n    health_check:\n      grpc_service: my.Service\n"),
+    );
+    assert!(!ok, "{text}");
+    assert_reports(
+        &text,
+        "8:21",
+        "upstream `api`: `grpc_service` names the service of a gRPC health check: add `grpc: true` beside it",
+    );
+
+    for extra in [
+        "    protocol: h2c\n    health_check:\n      grpc: true\n      grpc_service: my.Service\n",
+        "    protocol: h2\n    health_check:\n      grpc: true\n",
+        "    health_check:\n      grpc: false\n      path: /health\n",
+    ] {
+        let (ok, text) = check(dir.path(), &one_upstream(extra));
+        assert!(ok, "{extra}: {text}");
+    }
+}
+
+#[test]
 fn check_accepts_every_protocol_and_a_verified_tls_upstream() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = pki::TestCa::new("upstream CA");

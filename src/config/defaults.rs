@@ -220,6 +220,8 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("upstreams.*.read_timeout", "30s"),
     ("upstreams.*.write_timeout", "30s"),
     ("upstreams.*.health_check.path", ""),
+    ("upstreams.*.health_check.grpc", "false"),
+    ("upstreams.*.health_check.grpc_service", ""),
     ("upstreams.*.health_check.interval", "5s"),
     ("upstreams.*.health_check.timeout", "1s"),
     ("upstreams.*.health_check.unhealthy_after", "2"),

@@ -395,8 +395,12 @@ pub(crate) struct RawUpstreamTls {
 pub(crate) struct RawHealthCheck {
     pub interval: Option<HumanDuration>,
     pub timeout: Option<HumanDuration>,
-    /// HTTP path to GET; absent means a TCP connect check.
+    /// HTTP path to GET; absent (and no `grpc`) means a TCP connect check.
     pub path: Option<Spanned<String>>,
+    /// The gRPC Health Checking Protocol instead of a GET.
+    pub grpc: Option<Spanned<bool>>,
+    /// The service a gRPC health check asks about (default: the server).
+    pub grpc_service: Option<Spanned<String>>,
     /// Consecutive failures before a target is taken out.
     pub unhealthy_after: Option<u32>,
     /// Consecutive successes before it is put back.

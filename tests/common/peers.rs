@@ -66,6 +66,8 @@ fn wait_for_port(port: u16, proc: &mut Proc, what: &str) {
 pub struct GrpcServer {
     pub port: u16,
     pub proc: Proc,
+    /// What its gRPC health service answers (`SERVING` while absent).
+    health_file: std::path::PathBuf,
 }
 
 impl GrpcServer {
@@ -83,7 +85,16 @@ impl GrpcServer {
         let port = free_port();
         let script = format!("{FIXTURES}/grpc_peer.py");
         let port_text = port.to_string();
-        let mut args = vec![script.as_str(), "serve", "--port", &port_text];
+        let health_file = dir.join(format!("grpc-health-{port}.txt"));
+        let health_text = health_file.to_string_lossy().into_owned();
+        let mut args = vec![
+            script.as_str(),
+            "serve",
+            "--port",
+            &port_text,
+            "--health-file",
+            &health_text,
+        ];
         let (cert, key);
         if let Some((c, k)) = tls {
             cert = c.to_string_lossy().into_owned();
@@ -92,7 +103,26 @@ impl GrpcServer {
         }
         let mut proc = spawn_python(&args, &dir.join(format!("grpc-server-{port}.log")));
         wait_for_port(port, &mut proc, "the gRPC server to listen");
-        GrpcServer { port, proc }
+        GrpcServer {
+            port,
+            proc,
+            health_file,
+        }
+    }
+
+    /// Sets what its health service answers: `SERVING` or `NOT_SERVING`.
+    pub fn set_health(&self, status: &str) {
+        std::fs::write(&self.health_file, status).expect("write the health file");
+    }
+
+    /// The health checks it answered, one `HEALTH service=… status=…` line each.
+    pub fn health_checks(&self) -> Vec<String> {
+        self.proc
+            .log_text()
+            .lines()
+            .filter(|l| l.starts_with("HEALTH "))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The calls it served, one `CALL <method> authorization=… x-user-id=…`

@@ -10,8 +10,8 @@ use serde_saphyr::Spanned;
 
 use super::Checker;
 use crate::config::defaults;
-use crate::config::raw::RawUpstream;
-use crate::upstream::{HealthCheck, Target, Upstream, UpstreamHost};
+use crate::config::raw::{RawHealthCheck, RawUpstream};
+use crate::upstream::{HealthCheck, Probe, Target, Upstream, UpstreamHost, UpstreamProtocol};
 
 pub(super) fn compile_upstream(
     ck: &mut Checker,
@@ -33,30 +33,27 @@ pub(super) fn compile_upstream(
             Err(why) => ck.at(t, format!("upstream `{name}` target `{}` {why}", t.value)),
         }
     }
-    let health_check = u.health_check.as_ref().map(|h| HealthCheck {
-        interval: h.interval.map(|d| d.0).unwrap_or(defaults::HEALTH_INTERVAL),
-        timeout: h.timeout.map(|d| d.0).unwrap_or(defaults::HEALTH_TIMEOUT),
-        path: h.path.as_ref().map(|p| p.value.clone()),
-        unhealthy_after: h
-            .unhealthy_after
-            .unwrap_or(defaults::UNHEALTHY_AFTER)
-            .max(1),
-        healthy_after: h.healthy_after.unwrap_or(defaults::HEALTHY_AFTER).max(1),
-    });
-    if let Some(hc) = &u.health_check {
-        if let Some(p) = &hc.path {
-            if !p.value.starts_with('/') || p.value.contains(['\r', '\n', ' ']) {
-                ck.at(
-                    p,
-                    format!(
-                        "health check path `{}` must start with `/` and contain no spaces",
-                        p.value
-                    ),
-                );
-            }
-        }
-    }
-    if targets.len() != u.targets.value.len() {
+    let protocol = u.protocol.as_ref().map(|p| p.value).unwrap_or_default();
+    // Every mistake of the section is reported before giving up on it.
+    let probe = u
+        .health_check
+        .as_ref()
+        .map(|h| health_probe(ck, name, h, protocol));
+    let health_check = u
+        .health_check
+        .as_ref()
+        .zip(probe.clone().flatten())
+        .map(|(h, probe)| HealthCheck {
+            interval: h.interval.map(|d| d.0).unwrap_or(defaults::HEALTH_INTERVAL),
+            timeout: h.timeout.map(|d| d.0).unwrap_or(defaults::HEALTH_TIMEOUT),
+            probe,
+            unhealthy_after: h
+                .unhealthy_after
+                .unwrap_or(defaults::UNHEALTHY_AFTER)
+                .max(1),
+            healthy_after: h.healthy_after.unwrap_or(defaults::HEALTHY_AFTER).max(1),
+        });
+    if targets.len() != u.targets.value.len() || probe.is_some_and(|p| p.is_none()) {
         return None;
     }
     let d = |v: Option<crate::config::units::HumanDuration>, default: Duration| {
@@ -72,7 +69,6 @@ pub(super) fn compile_upstream(
             }
         },
     };
-    let protocol = u.protocol.as_ref().map(|p| p.value).unwrap_or_default();
     let tls = tls::compile_upstream_tls(ck, name, u, protocol, &targets)?;
     let mut upstream = Upstream::new(
         name.into(),
@@ -86,6 +82,58 @@ pub(super) fn compile_upstream(
     upstream.protocol = protocol;
     upstream.tls = tls;
     Some(upstream)
+}
+
+/// What a pool's health check asks: a TCP connect, `GET path`, or the
+/// gRPC Health Checking Protocol (HTTP/2 pools only).
+fn health_probe(
+    ck: &mut Checker,
+    name: &str,
+    h: &RawHealthCheck,
+    protocol: UpstreamProtocol,
+) -> Option<Probe> {
+    if let Some(p) = &h.path {
+        if !p.value.starts_with('/') || p.value.contains(['\r', '\n', ' ']) {
+            ck.at(
+                p,
+                format!(
+                    "health check path `{}` must start with `/` and contain no spaces",
+                    p.value
+                ),
+            );
+            return None;
+        }
+    }
+    let grpc = h.grpc.as_ref().filter(|g| g.value);
+    if let (Some(service), None) = (&h.grpc_service, grpc) {
+        ck.at(
+            service,
+            format!("upstream `{name}`: `grpc_service` names the service of a gRPC health check: add `grpc: true` beside it"),
+        );
+        return None;
+    }
+    let Some(grpc) = grpc else {
+        return Some(match &h.path {
+            Some(p) => Probe::Http(p.value.clone()),
+            None => Probe::Tcp,
+        });
+    };
+    if h.path.is_some() {
+        ck.at(
+            grpc,
+            format!("upstream `{name}`: a health check is either `path` (HTTP GET) or `grpc: true`, not both"),
+        );
+        return None;
+    }
+    if protocol == UpstreamProtocol::Http1 {
+        ck.at(
+            grpc,
+            format!("upstream `{name}`: a gRPC health check needs HTTP/2: set `protocol: h2c` (plain text) or `h2` (TLS)"),
+        );
+        return None;
+    }
+    let service = h.grpc_service.as_ref().map(|s| s.value.clone());
+    Some(Probe::Grpc(service.unwrap_or_default()))
 }
 
 /// `preserve`, or an authority (`host` or `host:port`, no user info).

@@ -225,7 +225,13 @@ mod tests {
     #[test]
     fn checksum_ignores_carriage_returns() {
         let migration = |sql: &'static str| {
-            Migration::new(1, "x".into(), MigrationType::Simple, sql.into_sql_str(), false)
+            Migration::new(
+                1,
+                "x".into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
         };
         let lf = migration("CREATE TABLE t (a int);\n");
         let crlf = migration("CREATE TABLE t (a int);\r\n");
