@@ -186,70 +186,85 @@ fn a_store_behind_a_wrong_ca_stops_the_gateway_at_start_with_the_reason() {
     );
 }
 
+/// A TLS cluster whose certificate (for `names`) comes from `ca`, with the
+/// files of that CA and of another one, for opening the store directly.
+struct TlsStore {
+    base: String,
+    ca: String,
+    wrong: String,
+    _cluster: Cluster,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsStore {
+    fn start(names: &[&str]) -> TlsStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = pki::TestCa::new("Postgres CA");
+        let ca_file = ca.write(dir.path(), "pg-ca");
+        let wrong_file = pki::TestCa::new("another CA").write(dir.path(), "other-ca");
+        let cluster = tls_cluster(&ca, names);
+        let base = cluster.url("postgres");
+        // Wait for the server without TLS first: start-up is not the point here.
+        runtime().block_on(async { drop(postgres::connect_when_ready(&base).await) });
+        TlsStore {
+            base,
+            ca: ca_file.display().to_string(),
+            wrong: wrong_file.display().to_string(),
+            _cluster: cluster,
+            _dir: dir,
+        }
+    }
+
+    /// Opens the store at `base?query`; the error's text when it fails.
+    fn open(&self, query: &str) -> Result<(), String> {
+        let url = format!("{}?{query}", self.base);
+        runtime()
+            .block_on(portcullis::session::store::open(&url))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[test]
 fn require_encrypts_without_a_ca_and_verify_modes_refuse_a_certificate_from_another_ca() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca = pki::TestCa::new("Postgres CA");
-    let ca_file = ca.write(dir.path(), "pg-ca");
-    let wrong_file = pki::TestCa::new("another CA").write(dir.path(), "other-ca");
-    let cluster = tls_cluster(&ca, &["127.0.0.1"]);
-    let base = cluster.url("postgres");
-    let (ca, wrong) = (ca_file.display(), wrong_file.display());
-    runtime().block_on(async {
-        // Wait for the server without TLS first: start-up is not the point here.
-        drop(postgres::connect_when_ready(&base).await);
-        let open = |query: String| {
-            let url = format!("{base}?{query}");
-            async move { portcullis::session::store::open(&url).await.map(drop) }
-        };
-        // `require`: encrypted, nothing verified (no CA needed).
-        let required = open("sslmode=require".into()).await;
-        assert!(required.is_ok(), "require: {:?}", required.err());
-        for mode in ["verify-ca", "verify-full"] {
-            let trusted = open(format!("sslmode={mode}&sslrootcert={ca}")).await;
-            assert!(trusted.is_ok(), "{mode}: {:?}", trusted.err());
-            let refused = open(format!("sslmode={mode}&sslrootcert={wrong}")).await;
-            let error = refused.err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(
-                error.contains("TLS error") && error.contains("UnknownIssuer"),
-                "{mode} with another CA: {error}"
-            );
-        }
-    });
+    let store = TlsStore::start(&["127.0.0.1"]);
+    // `require`: encrypted, nothing verified (no CA needed).
+    let required = store.open("sslmode=require");
+    assert!(required.is_ok(), "require: {required:?}");
+    for mode in ["verify-ca", "verify-full"] {
+        let trusted = store.open(&format!("sslmode={mode}&sslrootcert={}", store.ca));
+        assert!(trusted.is_ok(), "{mode}: {trusted:?}");
+        let error = store
+            .open(&format!("sslmode={mode}&sslrootcert={}", store.wrong))
+            .expect_err("another CA is refused");
+        assert!(
+            error.contains("TLS error") && error.contains("UnknownIssuer"),
+            "{mode} with another CA: {error}"
+        );
+    }
 }
 
 #[test]
 fn verify_ca_trusts_the_chain_whatever_the_name_while_verify_full_wants_the_host_name() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca = pki::TestCa::new("Postgres CA");
-    let ca_file = ca.write(dir.path(), "pg-ca");
-    let wrong_file = pki::TestCa::new("another CA").write(dir.path(), "other-ca");
     // The certificate names another host than the one the URL connects to.
-    let cluster = tls_cluster(&ca, &["db.internal"]);
-    let base = cluster.url("postgres");
-    assert!(base.contains("127.0.0.1"), "{base}");
-    let (ca, wrong) = (ca_file.display(), wrong_file.display());
-    runtime().block_on(async {
-        drop(postgres::connect_when_ready(&base).await);
-        let open = |query: String| {
-            let url = format!("{base}?{query}");
-            async move { portcullis::session::store::open(&url).await.map(drop) }
-        };
-        let chain_only = open(format!("sslmode=verify-ca&sslrootcert={ca}")).await;
-        assert!(chain_only.is_ok(), "verify-ca: {:?}", chain_only.err());
-        let full = open(format!("sslmode=verify-full&sslrootcert={ca}")).await;
-        let error = full.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(
-            error.contains("TLS error") && error.contains("not valid for name"),
-            "verify-full for a certificate of another name: {error}"
-        );
-        let unknown = open(format!("sslmode=verify-ca&sslrootcert={wrong}")).await;
-        let error = unknown.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(
-            error.contains("TLS error") && error.contains("UnknownIssuer"),
-            "verify-ca with another CA: {error}"
-        );
-    });
+    let store = TlsStore::start(&["db.internal"]);
+    assert!(store.base.contains("127.0.0.1"), "{}", store.base);
+    let chain_only = store.open(&format!("sslmode=verify-ca&sslrootcert={}", store.ca));
+    assert!(chain_only.is_ok(), "verify-ca: {chain_only:?}");
+    let error = store
+        .open(&format!("sslmode=verify-full&sslrootcert={}", store.ca))
+        .expect_err("verify-full wants the host's name");
+    assert!(
+        error.contains("TLS error") && error.contains("not valid for name"),
+        "verify-full for a certificate of another name: {error}"
+    );
+    let error = store
+        .open(&format!("sslmode=verify-ca&sslrootcert={}", store.wrong))
+        .expect_err("verify-ca still wants the CA");
+    assert!(
+        error.contains("TLS error") && error.contains("UnknownIssuer"),
+        "verify-ca with another CA: {error}"
+    );
 }
 
 #[test]
