@@ -24,6 +24,36 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use peers::{GrpcCall, GrpcServer};
 use serde_json::{json, Value};
 
+/// The listeners (`h2c: true`) and `jwt` sections of every gateway here;
+/// `upstreams` and `routes` follow.
+const GATEWAY: &str = r#"listeners:
+  proxy: "{PROXY}"
+  admin: "{ADMIN}"
+  threads: 2
+  grace_period: 0s
+  h2c: true
+jwt:
+  issuer: test-issuer
+  audience: [test-aud]
+  keys:
+    - kid: hs
+      algorithms: [HS256]
+      secret: "{SECRET}"
+"#;
+
+/// An h2c and a TLS gRPC server (certificate for `grpc.test`), and the file
+/// of the CA that issued the TLS one.
+fn servers(dir: &std::path::Path) -> (std::path::PathBuf, GrpcServer, GrpcServer) {
+    let ca = pki::TestCa::new("Portcullis gRPC test CA");
+    let ca_file = ca.write(dir, "ca");
+    let (cert, key) = ca.server(&["grpc.test"]).write(dir, "grpc");
+    (
+        ca_file,
+        GrpcServer::start(dir),
+        GrpcServer::start_tls(dir, &cert, &key),
+    )
+}
+
 /// A gateway with an h2c and a TLS h2 gRPC upstream.
 struct Env {
     gw: Gateway,
@@ -35,26 +65,9 @@ struct Env {
 impl Env {
     fn start() -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ca = pki::TestCa::new("Portcullis gRPC test CA");
-        let ca_file = ca.write(dir.path(), "ca");
-        let (cert, key) = ca.server(&["grpc.test"]).write(dir.path(), "grpc");
-        let plain = GrpcServer::start(dir.path());
-        let tls = GrpcServer::start_tls(dir.path(), &cert, &key);
+        let (ca_file, plain, tls) = servers(dir.path());
         let template = format!(
-            r#"listeners:
-  proxy: "{{PROXY}}"
-  admin: "{{ADMIN}}"
-  threads: 2
-  grace_period: 0s
-  h2c: true
-jwt:
-  issuer: test-issuer
-  audience: [test-aud]
-  keys:
-    - kid: hs
-      algorithms: [HS256]
-      secret: "{{SECRET}}"
-upstreams:
+            r#"{GATEWAY}upstreams:
   grpc:
     targets: ["127.0.0.1:{plain}"]
     protocol: h2c
@@ -351,27 +364,10 @@ fn a_grpc_web_refusal_over_http1_is_a_framed_grpc_answer() {
 #[test]
 fn grpc_health_checks_take_a_not_serving_target_out_and_put_it_back() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ca = pki::TestCa::new("Portcullis gRPC test CA");
-    let ca_file = ca.write(dir.path(), "ca");
-    let (cert, key) = ca.server(&["grpc.test"]).write(dir.path(), "grpc");
-    let plain = GrpcServer::start(dir.path());
-    let tls = GrpcServer::start_tls(dir.path(), &cert, &key);
+    let (ca_file, plain, tls) = servers(dir.path());
     let unknown = GrpcServer::start(dir.path());
     let template = format!(
-        r#"listeners:
-  proxy: "{{PROXY}}"
-  admin: "{{ADMIN}}"
-  threads: 2
-  grace_period: 0s
-  h2c: true
-jwt:
-  issuer: test-issuer
-  audience: [test-aud]
-  keys:
-    - kid: hs
-      algorithms: [HS256]
-      secret: "{{SECRET}}"
-upstreams:
+        r#"{GATEWAY}upstreams:
   grpc:
     targets: ["127.0.0.1:{plain}"]
     protocol: h2c
