@@ -411,8 +411,18 @@ done
 # Cases -------------------------------------------------------------------------
 # Every case appends "id round rps lat_a lat_b requests gateway_ticks other_load%"
 # to $WORK/cases (lat_a/lat_b: p50/p99 from wrk, mean/max from h2load, in ms).
-declare -A KIND PIDOF URL HDR
+declare -A KIND PIDOF URL HDR PIN
 case_def() { KIND[$1]=$2; PIDOF[$1]=$3; URL[$1]=$4; HDR[$1]=$5; }
+# A case whose gateway runs alone on CPU 0 while the client and the upstream
+# run on CPU 1: throughput then measures the gateway, not the client's TLS.
+pinned_case_def() { case_def "$@"; PIN[$1]=1; }
+ALL_CPUS=0-$(( $(nproc) - 1 ))
+pin() { # GATEWAY_PID: the gateway (every thread) on CPU 0, the upstream on CPU 1
+  taskset -a -cp 0 "$1" >/dev/null && taskset -a -cp 1 "$UP_PID" >/dev/null || fail "taskset could not pin the gateway"
+}
+unpin() { # GATEWAY_PID
+  taskset -a -cp "$ALL_CPUS" "$1" >/dev/null && taskset -a -cp "$ALL_CPUS" "$UP_PID" >/dev/null || fail "taskset could not unpin"
+}
 
 case_begin() { # PID: the gateway charged
   C_ALL=$(all_jiffies); C_BUSY=$(busy_jiffies); C_SRV=$(server_ticks); child_jiffies; C_CHILD=$CHILD
@@ -454,13 +464,14 @@ h2load_done() { awk '/^status codes:/ {print $3}' <<<"$1"; }
 h2load_lat() { awk '/^time for request:/ {print $6, $5}' <<<"$1"; } # mean max
 
 run_case() { # ID
-  local id=$1 pid=${PIDOF[$1]} url=${URL[$1]} hdr=${HDR[$1]} out rps a b reqs n probe
+  local id=$1 pid=${PIDOF[$1]} url=${URL[$1]} hdr=${HDR[$1]} out rps a b reqs n probe client=()
+  if [ -n "${PIN[$id]:-}" ]; then pin "$pid"; client=(taskset -c 1); fi
   case ${KIND[$id]} in
     wrk | wrk-close)
       local secs=$SECONDS_PER_RUN args=(-t1 -c"$CONNECTIONS" --latency -H "$hdr")
       [ "${KIND[$id]}" = wrk-close ] && { secs=$HS_SECONDS; args+=(-H "Connection: close"); }
       case_begin "$pid"
-      out=$(wrk "${args[@]}" -d"${secs}s" "$url" 2>&1) || { echo "$out" >&2; fail "$id: wrk failed"; }
+      out=$("${client[@]}" wrk "${args[@]}" -d"${secs}s" "$url" 2>&1) || { echo "$out" >&2; fail "$id: wrk failed"; }
       case_end "$pid"
       wrk_check "$id" "$out"
       read -r rps a b reqs _ <<<"$(wrk_summary "$out")"
@@ -470,7 +481,7 @@ run_case() { # ID
       local tls=()
       [ "${KIND[$id]}" = h2 ] && tls=(--tls13-ciphers="$TLS13_CIPHER")
       case_begin "$pid"
-      out=$(h2load -t1 -c"$CONNECTIONS" -m1 -D "$SECONDS_PER_RUN" "${tls[@]}" -H "$hdr" "$url" 2>&1) \
+      out=$("${client[@]}" h2load -t1 -c"$CONNECTIONS" -m1 -D "$SECONDS_PER_RUN" "${tls[@]}" -H "$hdr" "$url" 2>&1) \
         || { echo "$out" >&2; fail "$id: h2load failed"; }
       case_end "$pid"
       h2load_check "$id" "$out" "${KIND[$id]}"
@@ -500,6 +511,7 @@ run_case() { # ID
       ;;
     *) fail "unknown case kind ${KIND[$id]}" ;;
   esac
+  [ -n "${PIN[$id]:-}" ] && unpin "$pid"
   [ -n "$rps" ] && [ -n "$reqs" ] || fail "$id: no result"
   echo "$id $ROUND $rps $a $b $reqs $CASE_TICKS $CASE_OTHER" >> "$WORK/cases"
 }
@@ -520,7 +532,18 @@ case_def pc-h2c h2c "$GW_PID" "$P_H/plug/x" "$AUTH"
 case_def pc-h2-tls h2 "$GW_PID" "$P_S/plug/x" "$AUTH"
 case_def hap-h2c h2c "$HAP_PID" "$H_H/plug/x" "$AUTH"
 case_def hap-h2-tls h2 "$HAP_PID" "$H_S/plug/x" "$AUTH"
+# The same on a core of its own (two or more CPUs only).
+pinned_case_def bare-h1-pin wrk "$BARE_PID" "$B_H/api/x" "$AUTH"
+pinned_case_def bare-h1-tls-pin wrk "$BARE_PID" "$B_S/api/x" "$AUTH"
+pinned_case_def pc-h1-pin wrk "$GW_PID" "$P_H/plug/x" "$AUTH"
+pinned_case_def pc-h1-tls-pin wrk "$GW_PID" "$P_S/plug/x" "$AUTH"
+pinned_case_def bare-h2c-pin h2c "$BARE_PID" "$B_H/api/x" "$AUTH"
+pinned_case_def bare-h2-tls-pin h2 "$BARE_PID" "$B_S/api/x" "$AUTH"
+pinned_case_def pc-h2c-pin h2c "$GW_PID" "$P_H/plug/x" "$AUTH"
+pinned_case_def pc-h2-tls-pin h2 "$GW_PID" "$P_S/plug/x" "$AUTH"
 THROUGHPUT=(bare-h1 bare-h1-tls pc-h1 pc-h1-tls hap-h1 hap-h1-tls bare-h2c bare-h2-tls pc-h2c pc-h2-tls hap-h2c hap-h2-tls)
+PINNED=()
+[ "$(nproc)" -ge 2 ] && PINNED=(bare-h1-pin bare-h1-tls-pin pc-h1-pin pc-h1-tls-pin bare-h2c-pin bare-h2-tls-pin pc-h2c-pin pc-h2-tls-pin)
 # A new connection per request (issue #13).
 case_def bare-close h1-close "$BARE_PID" "$B_H/api/x" "$AUTH"
 case_def bare-full h1-close-tls "$BARE_PID" "$B_S/api/x" "$AUTH"
@@ -550,10 +573,10 @@ case_def es256-cold wrk "$GWC_PID" "http://127.0.0.1:$GWC/plug/x" "Authorization
 TOKENS=(hs256 rs256 es256 hs256-long hs256-cold rs256-cold es256-cold)
 
 # Warm-up: connections, caches, the plugin instance.
-for id in "${THROUGHPUT[@]}" "${CONNECTS[@]}" "${TOKENS[@]}"; do
+for id in "${THROUGHPUT[@]}" "${PINNED[@]}" "${CONNECTS[@]}" "${TOKENS[@]}"; do
   curl -fsSk "${URL[$id]}" -H "${HDR[$id]}" >/dev/null || { logs; fail "warm-up request to ${URL[$id]} failed"; }
 done
-phase "servers ready, same-job checks passed; $ROUNDS round(s) of ${#THROUGHPUT[@]} + ${#CONNECTS[@]} + ${#TOKENS[@]} cases"
+phase "servers ready, same-job checks passed; $ROUNDS round(s) of ${#THROUGHPUT[@]} + ${#PINNED[@]} + ${#CONNECTS[@]} + ${#TOKENS[@]} cases"
 
 # quiet: waits up to $QUIET_WAIT s for other load (all busy CPU: nothing of
 # ours runs between rounds) to drop below 10%.
@@ -571,7 +594,8 @@ rotated() { # K ITEM... -> the items rotated left by K
 for ROUND in $(seq 1 "$ROUNDS"); do
   quiet
   phase "round $ROUND of $ROUNDS"
-  for id in $(rotated $((ROUND - 1)) "${THROUGHPUT[@]}") $(rotated $((ROUND - 1)) "${CONNECTS[@]}") \
+  for id in $(rotated $((ROUND - 1)) "${THROUGHPUT[@]}") ${PINNED[@]+$(rotated $((ROUND - 1)) "${PINNED[@]}")} \
+            $(rotated $((ROUND - 1)) "${CONNECTS[@]}") \
             $(rotated $((ROUND - 1)) "${TOKENS[@]}"); do
     run_case "$id"
   done
@@ -586,7 +610,7 @@ cpu_us() { # ID -> median gateway CPU µs per request
 spread() { # ID -> "min–max" requests/s
   awk -v id="$1" '$1==id {if (min=="" || $3<min) min=$3; if ($3>max) max=$3} END {printf "%.0f–%.0f", min, max}' "$WORK/cases"
 }
-for id in "${THROUGHPUT[@]}" "${CONNECTS[@]}" "${TOKENS[@]}"; do
+for id in "${THROUGHPUT[@]}" "${PINNED[@]}" "${CONNECTS[@]}" "${TOKENS[@]}"; do
   [ "$(awk -v id="$id" '$1==id' "$WORK/cases" | wc -l)" = "$ROUNDS" ] || fail "no complete results for $id"
 done
 
@@ -785,6 +809,10 @@ declare -A LABEL=(
   [bare-h2c]="bare pingora | HTTP/2 h2c" [bare-h2-tls]="bare pingora | HTTP/2 TLS"
   [pc-h2c]="Portcullis JWT+plugin | HTTP/2 h2c" [pc-h2-tls]="Portcullis JWT+plugin | HTTP/2 TLS"
   [hap-h2c]="HAProxy jwt_verify | HTTP/2 h2c" [hap-h2-tls]="HAProxy jwt_verify | HTTP/2 TLS"
+  [bare-h1-pin]="bare pingora | HTTP/1.1 plain" [bare-h1-tls-pin]="bare pingora | HTTP/1.1 TLS"
+  [pc-h1-pin]="Portcullis JWT+plugin | HTTP/1.1 plain" [pc-h1-tls-pin]="Portcullis JWT+plugin | HTTP/1.1 TLS"
+  [bare-h2c-pin]="bare pingora | HTTP/2 h2c" [bare-h2-tls-pin]="bare pingora | HTTP/2 TLS"
+  [pc-h2c-pin]="Portcullis JWT+plugin | HTTP/2 h2c" [pc-h2-tls-pin]="Portcullis JWT+plugin | HTTP/2 TLS"
   [bare-close]="bare pingora | plain TCP" [bare-full]="bare pingora | TLS, full handshake"
   [bare-resumed]="bare pingora | TLS, resumed"
   [pc-close]="Portcullis JWT+plugin | plain TCP" [pc-full]="Portcullis JWT+plugin | TLS, full handshake"
@@ -833,6 +861,18 @@ cpu_diff() { # ID OTHER -> the median CPU µs per request of ID minus OTHER's
   awk -v a="$(cpu_us "$1")" -v b="$(cpu_us "$2")" 'BEGIN {printf "%.1f", a-b}'
 }
 col() { awk -v n="$1" -v c="$2" '$1==n {print $c}' "$3"; }
+throughput_row() { # ID -> its row of a keep-alive table
+  local id=$1 base=${1%-pin} pin= plain=- vs_bare=-
+  [ "$base" != "$id" ] && pin=-pin
+  case $base in
+    *-h1-tls) plain=$(ratio "$(rps_of "$id")" "$(rps_of "${base%-tls}$pin")") ;;
+    *-h2-tls) plain=$(ratio "$(rps_of "$id")" "$(rps_of "${base%-h2-tls}-h2c$pin")") ;;
+  esac
+  case $id in bare-*) ;; *) vs_bare=$(ratio "$(cpu_us "$id")" "$(cpu_us "$(bare_of "$id")")") ;; esac
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s%% |\n' "${LABEL[$id]}" "$(client_of "$id")" \
+    "$(fmt0 "$(rps_of "$id")")" "$(spread "$id")" "$(latency_of "$id")" "$(fmt1 "$(cpu_us "$id")")" "$vs_bare" \
+    "$plain" "$(med "$id" 8)"
+}
 
 {
   echo "<!-- edge_load.sh: generated by benches/edge_load.sh; it replaces everything up to the end marker -->"
@@ -871,17 +911,7 @@ col() { awk -v n="$1" -v c="$2" '$1==n {print $c}' "$3"; }
   echo
   echo "| gateway | transport | client | requests/s | min–max | latency | gateway CPU µs/request | CPU × bare pingora (same transport) | TLS / plain requests/s | other load |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
-  for id in "${THROUGHPUT[@]}"; do
-    plain=-; vs_bare=-
-    case $id in
-      *-h1-tls) plain=$(ratio "$(rps_of "$id")" "$(rps_of "${id%-tls}")") ;;
-      *-h2-tls) plain=$(ratio "$(rps_of "$id")" "$(rps_of "${id%-h2-tls}-h2c")") ;;
-    esac
-    case $id in bare-*) ;; *) vs_bare=$(ratio "$(cpu_us "$id")" "$(cpu_us "$(bare_of "$id")")") ;; esac
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s%% |\n' "${LABEL[$id]}" "$(client_of "$id")" \
-      "$(fmt0 "$(rps_of "$id")")" "$(spread "$id")" "$(latency_of "$id")" "$(fmt1 "$(cpu_us "$id")")" "$vs_bare" \
-      "$plain" "$(med "$id" 8)"
-  done
+  for id in "${THROUGHPUT[@]}"; do throughput_row "$id"; done
   echo
   echo "HTTP/2: one stream per connection (\`h2load -c$CONNECTIONS -m1\`), so every row has $CONNECTIONS requests in flight;"
   echo "h2c is HTTP/2 with prior knowledge on the plain listener (Portcullis \`listeners.h2c: true\`, bare pingora"
@@ -889,6 +919,17 @@ col() { awk -v n="$1" -v c="$2" '$1==n {print $c}' "$3"; }
   echo "TLS costs Portcullis $(cpu_diff pc-h1-tls pc-h1) µs of CPU per HTTP/1.1 request and $(cpu_diff pc-h2-tls pc-h2c) µs per HTTP/2 request"
   echo "(bare pingora $(cpu_diff bare-h1-tls bare-h1) / $(cpu_diff bare-h2-tls bare-h2c) µs, HAProxy $(cpu_diff hap-h1-tls hap-h1) / $(cpu_diff hap-h2-tls hap-h2c) µs)."
   echo
+  if [ "${#PINNED[@]}" -gt 0 ]; then
+    echo "### Keep-alive throughput, the gateway on a core of its own"
+    echo
+    echo "The same cases with the gateway (every thread) pinned to CPU 0 and the client and the upstream to CPU 1"
+    echo "(\`taskset\`), so the client's own TLS work does not take CPU from the gateway; HAProxy is not in these rows."
+    echo
+    echo "| gateway | transport | client | requests/s | min–max | latency | gateway CPU µs/request | CPU × bare pingora (same transport) | TLS / plain requests/s | other load |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    for id in "${PINNED[@]}"; do throughput_row "$id"; done
+    echo
+  fi
   echo "### New connections: full and resumed TLS handshakes"
   echo
   echo "Every request on a new connection (\`Connection: close\`): plain TCP, TLS with a full handshake (h2load, which"
@@ -954,6 +995,10 @@ col() { awk -v n="$1" -v c="$2" '$1==n {print $c}' "$3"; }
   echo "|---|---|---|---|---|---|"
   echo "| Portcullis JWT+plugin, HTTP/1.1 keep-alive: TLS vs plain (requests/s) | ${R_H1}× | $(round_ratio pc-h1-tls pc-h1) | $(cpu_ratio pc-h1-tls pc-h1)× | ≥ 0.9× | $(meets "$R_H1" ">=" 0.9) |"
   echo "| Portcullis JWT+plugin, HTTP/2: TLS vs h2c (requests/s) | ${R_H2}× | $(round_ratio pc-h2-tls pc-h2c) | $(cpu_ratio pc-h2-tls pc-h2c)× | ≥ 0.9× | $(meets "$R_H2" ">=" 0.9) |"
+  if [ "${#PINNED[@]}" -gt 0 ]; then
+    echo "| Portcullis JWT+plugin, HTTP/1.1 keep-alive, the gateway on a core of its own: TLS vs plain (requests/s) | $(ratio "$(rps_of pc-h1-tls-pin)" "$(rps_of pc-h1-pin)")× | $(round_ratio pc-h1-tls-pin pc-h1-pin) | $(cpu_ratio pc-h1-tls-pin pc-h1-pin)× | ≥ 0.9× | $(meets "$(ratio "$(rps_of pc-h1-tls-pin)" "$(rps_of pc-h1-pin)")" ">=" 0.9) |"
+    echo "| Portcullis JWT+plugin, HTTP/2, the gateway on a core of its own: TLS vs h2c (requests/s) | $(ratio "$(rps_of pc-h2-tls-pin)" "$(rps_of pc-h2c-pin)")× | $(round_ratio pc-h2-tls-pin pc-h2c-pin) | $(cpu_ratio pc-h2-tls-pin pc-h2c-pin)× | ≥ 0.9× | $(meets "$(ratio "$(rps_of pc-h2-tls-pin)" "$(rps_of pc-h2c-pin)")" ">=" 0.9) |"
+  fi
   echo "| Full handshakes: Portcullis vs HAProxy (connections/s) | ${R_FULL}× | $(round_ratio pc-full hap-full) | $(cpu_ratio pc-full hap-full)× | ≥ 1.0× | $(meets "$R_FULL" ">=" 1.0) |"
   echo "| Resumed handshakes: Portcullis vs HAProxy (connections/s) | ${R_RES}× | $(round_ratio pc-resumed hap-resumed) | $(cpu_ratio pc-resumed hap-resumed)× | ≥ 1.0× | $(meets "$R_RES" ">=" 1.0) |"
   echo "| Full handshakes, RSA 2048 certificate: Portcullis vs HAProxy (connections/s) | ${R_FULL_RSA}× | $(round_ratio pc-full-rsa hap-full-rsa) | $(cpu_ratio pc-full-rsa hap-full-rsa)× | ≥ 1.0× | $(meets "$R_FULL_RSA" ">=" 1.0) |"
