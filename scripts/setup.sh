@@ -103,6 +103,6 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup: no cargo found. Portcullis needs Rust 1.85+ (rustup stable); Debian's cargo is too old for the gateway." >&2
+  echo "setup: no cargo found. Portcullis needs Rust 1.94+ (rustup stable); Debian's cargo is too old for the gateway." >&2
   exit 1
 fi
