@@ -224,6 +224,9 @@ pub(crate) enum GatewayError {
     AdminApiNotConfigured,
     /// 404: `sessions.admin_token` is not set.
     AdminApiDisabled,
+    /// 404: `sessions` has no `refresh_secret` (it only stores
+    /// revocations), so no session can be opened here.
+    SessionsStoreOnly,
     /// 401 with the admin realm's challenge: no or a wrong admin token.
     AdminUnauthorized,
     /// 405: a method the admin session API does not answer (no `Allow`,
@@ -306,7 +309,7 @@ impl GatewayError {
             | FieldNotString { .. }
             | FieldNotObject { .. }
             | ReservedClaim { .. } => 400,
-            AdminApiNotConfigured | AdminApiDisabled => 404,
+            AdminApiNotConfigured | AdminApiDisabled | SessionsStoreOnly => 404,
             AdminUnauthorized => 401,
             AdminMethodNotAllowed => 405,
             AdminPathUnknown => 404,
@@ -358,7 +361,9 @@ impl GatewayError {
             UnsupportedMediaType => "unsupported_media_type",
             JsonNotObject | InvalidJson { .. } => "invalid_json",
             FieldNotString { .. } | FieldNotObject { .. } | ReservedClaim { .. } => "invalid_field",
-            AdminApiNotConfigured | AdminApiDisabled | AdminPathUnknown => "not_found",
+            AdminApiNotConfigured | AdminApiDisabled | SessionsStoreOnly | AdminPathUnknown => {
+                "not_found"
+            }
             AdminUnauthorized => "unauthorized",
             InvalidSubject { .. } => "invalid_subject",
             UpstreamUnreachable | UpstreamNoAnswer | LoginAnswerTooLarge => "upstream_error",
@@ -450,6 +455,9 @@ impl GatewayError {
             }
             AdminApiNotConfigured => "The admin session API needs a `sessions` section",
             AdminApiDisabled => "The admin session API is disabled: set `sessions.admin_token`",
+            SessionsStoreOnly => {
+                "This gateway opens no sessions: `sessions` has no `refresh_secret` (it only stores revocations)"
+            }
             AdminUnauthorized => "A valid admin token is required",
             AdminMethodNotAllowed => {
                 "Use POST/GET/DELETE /admin/sessions, DELETE /admin/sessions/{id} or POST/GET /admin/revocations"
@@ -520,6 +528,7 @@ impl GatewayError {
             ReservedClaim { .. } => "reserved_claim",
             AdminApiNotConfigured => "admin_api_not_configured",
             AdminApiDisabled => "admin_api_disabled",
+            SessionsStoreOnly => "sessions_store_only",
             AdminUnauthorized => "admin_unauthorized",
             AdminPathUnknown => "not_found",
             InvalidSubject { .. } => "invalid_subject",
@@ -957,6 +966,13 @@ mod tests {
             ),
             (AdminApiDisabled, 404, "not_found", "admin_api_disabled", 5),
             (
+                SessionsStoreOnly,
+                404,
+                "not_found",
+                "sessions_store_only",
+                5,
+            ),
+            (
                 AdminUnauthorized,
                 401,
                 "unauthorized",
@@ -1113,13 +1129,14 @@ mod tests {
             ClientCertificateRequired => 53,
             InvalidRevocation { .. } => 54,
             LogoutTokenRefused { .. } => 55,
+            SessionsStoreOnly => 56,
         }
     }
 
     #[test]
     fn every_variant_has_its_status_code_reason_and_grpc_status() {
         let table = table();
-        let mut seen = [false; 56];
+        let mut seen = [false; 57];
         for (error, status, code, reason, grpc) in &table {
             seen[variant_index(error)] = true;
             let got = (

@@ -396,3 +396,94 @@ routes:
         "route `x` accepts issuer `crop`, which is not configured (known: corp, jwt.keys)",
     );
 }
+
+/// A gateway trusting only an identity provider (no `jwt.keys`), with
+/// `sessions` written below line 19.
+const IDP_ONLY: &str = "listeners:
+  proxy: \"127.0.0.1:8080\"
+jwt:
+  issuers:
+    - name: corp
+      issuer: https://idp.example.com
+      discovery: true
+      audiences: [api]
+      logout_client_ids: [gateway]
+upstreams:
+  u: { targets: [\"127.0.0.1:1\"] }
+routes:
+  - name: api
+    match: { path_prefix: /api }
+    upstream: u
+  - name: login
+    match: { path: /login }
+    upstream: u
+    auth: none
+";
+
+#[test]
+fn back_channel_logout_without_a_sessions_section_is_refused_where_logout_client_ids_is_written() {
+    let (ok, text, _d) = check(IDP_ONLY);
+    assert!(!ok, "{text}");
+    assert_reports(
+        &text,
+        "9:26",
+        "issuer `https://idp.example.com`: `logout_client_ids` turns on back-channel logout, which keeps its revocations in the session store, but there is no `sessions` section",
+    );
+    assert!(
+        text.contains("add a `sessions` section with just `store`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_store_only_sessions_section_needs_no_signing_key_nor_refresh_secret() {
+    let yaml = format!("{IDP_ONLY}sessions:\n  store: sqlite:data/portcullis.db\n");
+    let (ok, text, _d) = check(&yaml);
+    assert!(ok, "{text}");
+    assert!(!text.contains("warning"), "{text}");
+    // With `refresh_secret` the section mints tokens, so it needs the key.
+    let yaml = format!("{yaml}  refresh_secret: \"refresh-secret-0123456789-0123456789-abcdef\"\n");
+    let (ok, text, _d) = check(&yaml);
+    assert!(!ok, "{text}");
+    assert_reports(
+        &text,
+        "21:3",
+        "`sessions` mints access tokens but no key in `jwt.keys` has `sign: true`",
+    );
+}
+
+#[test]
+fn a_login_block_with_a_store_only_sessions_section_is_refused_at_the_login_block() {
+    let yaml = format!(
+        "{IDP_ONLY}    login: {{ subject: /user/id }}\nsessions:\n  store: sqlite:data/portcullis.db\n"
+    );
+    let (ok, text, _d) = check(&yaml);
+    assert!(!ok, "{text}");
+    assert_reports(
+        &text,
+        "20:12",
+        "route `login` has a `login` block but `sessions` has no `refresh_secret`: logins open sessions, so add `sessions.refresh_secret`",
+    );
+}
+
+#[test]
+fn session_route_options_in_a_store_only_sessions_section_are_warned_about_where_written() {
+    let yaml = format!(
+        "{IDP_ONLY}sessions:\n  store: sqlite:data/portcullis.db\n  cookie: {{ name: rt }}\n  rotation: false\n  access_token_ttl: 5m\n  admin_token: \"admin-token-0123456789abcdef\"\n"
+    );
+    let (ok, text, _d) = check(&yaml);
+    assert!(ok, "{text}");
+    for (line_col, key) in [
+        ("22:11", "cookie"),
+        ("23:13", "rotation"),
+        ("24:21", "access_token_ttl"),
+    ] {
+        assert_reports(
+            &text,
+            line_col,
+            &format!("`sessions.{key}` has no effect without `refresh_secret`"),
+        );
+    }
+    // Options the store and the admin API use are no warning.
+    assert!(!text.contains("sessions.admin_token"), "{text}");
+}

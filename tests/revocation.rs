@@ -2,8 +2,9 @@
 //! loopback): OpenID Connect back-channel logouts delivered by the provider
 //! itself, logout tokens that must be refused (forged, replayed, with a
 //! nonce, …), revocation by `sub`/`jti` through the admin API reaching a
-//! second gateway through Postgres, and a flood of unknown `kid`s that must
-//! not turn into a flood of key fetches.
+//! second gateway through Postgres, a gateway whose `sessions` section is
+//! only the revocation store (no signing key, no refresh secret), and a
+//! flood of unknown `kid`s that must not turn into a flood of key fetches.
 
 mod common;
 #[path = "common/postgres.rs"]
@@ -21,9 +22,31 @@ const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 const LOGOUT_PATH: &str = "/api/auth/backchannel-logout";
 const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
+/// What the gateway's `sessions` section is for.
+#[derive(Clone, Copy)]
+enum Sessions {
+    /// The gateway's own sessions too: a signing key and `refresh_secret`.
+    Own,
+    /// Only the store of revocations: no `jwt.keys`, no `refresh_secret`.
+    StoreOnly,
+}
+
 /// A gateway accepting `provider`'s tokens as issuer `corp` (back-channel
 /// logouts addressed to [`BACKCHANNEL_CLIENT`]), with sessions on `store`.
-fn config(backend: &Backend, provider: &OidcProvider, store: &str, extra_sessions: &str) -> String {
+fn config(
+    backend: &Backend,
+    provider: &OidcProvider,
+    store: &str,
+    sessions: Sessions,
+    extra_sessions: &str,
+) -> String {
+    let (own_keys, refresh_secret) = match sessions {
+        Sessions::Own => (
+            "  issuer: gateway\n  keys:\n    - kid: own\n      algorithms: [HS256]\n      secret: \"{SECRET}\"\n      sign: true\n",
+            "  refresh_secret: \"refresh-secret-0123456789-abcdefgh\"\n",
+        ),
+        Sessions::StoreOnly => ("", ""),
+    };
     format!(
         r#"listeners:
   proxy: "{{PROXY}}"
@@ -32,13 +55,7 @@ fn config(backend: &Backend, provider: &OidcProvider, store: &str, extra_session
   grace_period: 0s
   drain_window: 0s
 jwt:
-  issuer: gateway
-  keys:
-    - kid: own
-      algorithms: [HS256]
-      secret: "{{SECRET}}"
-      sign: true
-  issuers:
+{own_keys}  issuers:
     - name: corp
       issuer: "{issuer}"
       discovery: true
@@ -55,8 +72,7 @@ routes:
     upstream: main
 sessions:
   store: "{store}"
-  refresh_secret: "refresh-secret-0123456789-abcdefgh"
-  admin_token: "{ADMIN_TOKEN}"
+{refresh_secret}  admin_token: "{ADMIN_TOKEN}"
 {extra_sessions}"#,
         issuer = provider.issuer(),
         backend = backend.addr(),
@@ -121,6 +137,7 @@ fn wait_ready(gw: &Gateway) {
 fn provider_and_gateway(
     backend: &Backend,
     store_dir: &std::path::Path,
+    sessions: Sessions,
 ) -> (OidcProvider, Gateway, String) {
     let (port, admin_port) = (free_port(), free_port());
     let provider = OidcProvider::start(OidcOptions {
@@ -128,17 +145,19 @@ fn provider_and_gateway(
         ..OidcOptions::default()
     });
     let store = format!("sqlite:{}", store_dir.join("sessions.db").display());
-    let template = config(backend, &provider, &store, "");
+    let template = config(backend, &provider, &store, sessions, "");
     let gw = Gateway::start_at(&template, port, admin_port);
     wait_ready(&gw);
     (provider, gw, template)
 }
 
+/// On a gateway whose `sessions` section is only the store: back-channel
+/// logout needs neither a signing key nor a refresh secret.
 #[test]
 fn a_back_channel_logout_from_the_provider_revokes_that_sessions_tokens_and_a_replay_is_refused() {
     let backend = Backend::start("rp");
     let dir = tempfile::tempdir().expect("temp dir");
-    let (provider, gw, template) = provider_and_gateway(&backend, dir.path());
+    let (provider, gw, template) = provider_and_gateway(&backend, dir.path(), Sessions::StoreOnly);
     let token_for = |sid: &str| {
         provider.client_credentials_with(SVC_ADMIN.id, SVC_ADMIN.secret, RESOURCE, &[("sid", sid)])
     };
@@ -245,7 +264,7 @@ fn logout_claims(provider: &OidcProvider, sid: &str) -> Value {
 fn forged_replayed_and_nonce_bearing_logout_tokens_are_refused_and_revoke_nothing() {
     let backend = Backend::start("rp");
     let dir = tempfile::tempdir().expect("temp dir");
-    let (provider, gw, _) = provider_and_gateway(&backend, dir.path());
+    let (provider, gw, _) = provider_and_gateway(&backend, dir.path(), Sessions::Own);
     // Another provider: its keys are not the issuer's.
     let impostor = OidcProvider::start(OidcOptions::default());
     let sid = "idp-session-kept";
@@ -412,6 +431,7 @@ fn revoking_a_subject_through_the_admin_api_reaches_a_second_gateway_through_pos
         &backend,
         &provider,
         &db.url,
+        Sessions::Own,
         "  revocation_poll_interval: 30s\n",
     );
     let a = Gateway::start(&template);
@@ -515,6 +535,77 @@ fn revoking_a_subject_through_the_admin_api_reaches_a_second_gateway_through_pos
     runtime.block_on(db.drop_database());
 }
 
+#[test]
+fn a_store_only_gateway_revokes_a_subject_through_the_admin_api_and_routes_the_session_paths() {
+    let backend = Backend::start("rp");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let provider = OidcProvider::start(OidcOptions::default());
+    let store = format!("sqlite:{}", dir.path().join("sessions.db").display());
+    let gw = Gateway::start(&config(
+        &backend,
+        &provider,
+        &store,
+        Sessions::StoreOnly,
+        "",
+    ));
+    wait_ready(&gw);
+    let admin_token = provider.client_credentials(SVC_ADMIN.id, SVC_ADMIN.secret, RESOURCE);
+    let user_token = provider.client_credentials(SVC_USER.id, SVC_USER.secret, RESOURCE);
+    expect_passes(gw.port, &admin_token);
+    expect_passes(gw.port, &user_token);
+
+    let resp = admin(
+        &gw,
+        "POST",
+        "/admin/revocations",
+        Some(&format!(r#"{{"issuer":"corp","sub":"{}"}}"#, SVC_ADMIN.id)),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    assert_eq!(resp.json()["data"]["kind"], "sub", "{}", resp.body);
+    expect_revoked(gw.port, &admin_token);
+    expect_passes(gw.port, &user_token);
+    let listed = admin(&gw, "GET", "/admin/revocations", None).json();
+    assert_eq!(listed["data"]["count"], 1, "{listed}");
+
+    // No session of the gateway's own: its session paths are routed like
+    // any path (`/api` needs a token, then goes to the backend) instead of
+    // being answered by the gateway.
+    let refresh = |headers: &[(&str, &str)]| {
+        request(
+            gw.port,
+            "POST",
+            "/api/auth/refresh",
+            headers,
+            Some(r#"{"refreshToken":"x.y"}"#),
+        )
+    };
+    let unauthenticated = refresh(&[]);
+    assert_eq!(unauthenticated.status, 401, "{}", unauthenticated.body);
+    assert_eq!(
+        unauthenticated.json()["error"],
+        "missing_token",
+        "{}",
+        unauthenticated.body
+    );
+    let routed = refresh(&[("Authorization", &bearer(&user_token))]);
+    assert_eq!(routed.status, 200, "{}", routed.body);
+    let echoed = routed.json();
+    assert_eq!(echoed["backend"], "rp", "{echoed}");
+    assert_eq!(echoed["path"], "/api/auth/refresh", "{echoed}");
+    let sessions = get(
+        gw.port,
+        "/api/auth/sessions",
+        &[("Authorization", &bearer(&user_token))],
+    );
+    assert_eq!(sessions.json()["backend"], "rp", "{}", sessions.body);
+
+    // Nor can the admin API open one.
+    let create = admin(&gw, "POST", "/admin/sessions", Some(r#"{"subject":"u-1"}"#));
+    assert_eq!(create.status, 404, "{}", create.body);
+    assert_eq!(create.json()["error"], "not_found", "{}", create.body);
+    assert!(create.body.contains("refresh_secret"), "{}", create.body);
+}
+
 /// The payload of a compact JWS.
 fn claims_of(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("payload");
@@ -527,7 +618,7 @@ fn a_thousand_tokens_with_random_kids_cause_at_most_one_key_fetch_per_cooldown()
     let dir = tempfile::tempdir().expect("temp dir");
     let provider = OidcProvider::start(OidcOptions::default());
     let store = format!("sqlite:{}", dir.path().join("sessions.db").display());
-    let gw = Gateway::start(&config(&backend, &provider, &store, ""));
+    let gw = Gateway::start(&config(&backend, &provider, &store, Sessions::Own, ""));
     wait_ready(&gw);
     let fetches = |gw: &Gateway| {
         metric_of(

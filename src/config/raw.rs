@@ -48,14 +48,15 @@ pub(crate) struct RawSessions {
     /// Apply migrations at start (default true).
     pub migrate: Option<bool>,
     pub base_path: Option<Spanned<String>>,
-    pub access_token_ttl: Option<HumanDuration>,
-    pub refresh_token_ttl: Option<HumanDuration>,
-    pub rotation: Option<bool>,
-    pub reuse_grace: Option<HumanDuration>,
-    /// HMAC key for refresh tokens, separate from the access-token keys.
-    pub refresh_secret: Spanned<String>,
-    #[serde(default)]
-    pub rate_limit: RawRateLimit,
+    pub access_token_ttl: Option<Spanned<HumanDuration>>,
+    pub refresh_token_ttl: Option<Spanned<HumanDuration>>,
+    pub rotation: Option<Spanned<bool>>,
+    pub reuse_grace: Option<Spanned<HumanDuration>>,
+    /// HMAC key for refresh tokens, separate from the access-token keys;
+    /// absent: the section is only the store of revocations (no session
+    /// routes, nothing minted).
+    pub refresh_secret: Option<Spanned<String>>,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
     pub cookie: Option<Spanned<RawSessionCookie>>,
     /// Bearer token of the admin session API; absent disables it.
     pub admin_token: Option<Spanned<String>>,

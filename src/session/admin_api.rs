@@ -101,6 +101,9 @@ async fn create(
     metrics: &Metrics,
     session: &mut ServerSession,
 ) -> Result<Reply, GatewayError> {
+    if settings.refresh_tokens.is_none() {
+        return Err(GatewayError::SessionsStoreOnly);
+    }
     let body = read_body(session, max_body_size).await?;
     let parsed = json_object(&session.req_header().headers, &body)?;
     let subject = required_subject(string_field(parsed.as_ref(), "subject")?.map(str::to_owned))?;

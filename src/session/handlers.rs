@@ -9,6 +9,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::refresh_token::RefreshTokens;
 use super::request::{client_ip, cookie_token, json_object, read_body, set_cookie, string_field};
 use super::service::SessionService;
 use super::settings::Seed;
@@ -141,6 +142,16 @@ fn ok(message: &str) -> Value {
 }
 
 impl AuthApi<'_> {
+    /// The refresh-token codec; `Err` when `sessions` has no
+    /// `refresh_secret` and only stores revocations (no session is opened,
+    /// refreshed or logged out here).
+    fn refresh_tokens(&self) -> Result<&RefreshTokens, GatewayError> {
+        self.settings
+            .refresh_tokens
+            .as_ref()
+            .ok_or(GatewayError::SessionsStoreOnly)
+    }
+
     /// Answers one session route. Never panics on client input.
     pub(crate) async fn handle(&self, endpoint: Endpoint, session: &mut ServerSession) -> Reply {
         let method = session.req_header().method.clone();
@@ -180,7 +191,7 @@ impl AuthApi<'_> {
                 retry_after_secs: None,
             });
         };
-        let (refresh_token, refresh_hash) = self.settings.refresh_tokens.mint();
+        let (refresh_token, refresh_hash) = self.refresh_tokens()?.mint();
         let now = Timestamp::now();
         let new = NewSession {
             id: None,
@@ -245,6 +256,7 @@ impl AuthApi<'_> {
         let count = |result: &str| {
             self.metrics.auth_refresh.with_label_values(&[result]).inc();
         };
+        let refresh_tokens = self.refresh_tokens()?;
         if let Err(refusal) = self.limit_ip(session) {
             count("rate_limited");
             return Err(refusal);
@@ -279,11 +291,11 @@ impl AuthApi<'_> {
             count("rate_limited");
             return Err(refusal);
         }
-        let Some(presented) = self.settings.refresh_tokens.check(&token) else {
+        let Some(presented) = refresh_tokens.check(&token) else {
             count("invalid");
             return Err(GatewayError::InvalidRefreshToken(seed));
         };
-        let (next_token, next_hash) = self.settings.refresh_tokens.mint();
+        let (next_token, next_hash) = refresh_tokens.mint();
         let (rotate, grace) = (self.settings.rotation, self.settings.reuse_grace);
         let now = Timestamp::now();
         let outcome = exchange_with_retry(service, presented, next_hash, rotate, grace, now).await;
@@ -348,6 +360,7 @@ impl AuthApi<'_> {
         service: &SessionService,
         session: &mut ServerSession,
     ) -> Result<Reply, GatewayError> {
+        let refresh_tokens = self.refresh_tokens()?;
         self.limit_ip(session)?;
         let body = read_body(session, self.max_body_size).await?;
         let headers = &session.req_header().headers;
@@ -364,7 +377,7 @@ impl AuthApi<'_> {
             None => Seed::CareFlow,
         };
         let revoked = match token {
-            Some(token) => match self.settings.refresh_tokens.check(&token) {
+            Some(token) => match refresh_tokens.check(&token) {
                 // Best effort, like the seeds: an unknown token is still a logout.
                 None => None,
                 Some(hash) => {

@@ -27,8 +27,11 @@ pub struct SessionSettings {
     /// How long a rotated refresh token still works (`sessions.reuse_grace`);
     /// presented later, it revokes the session as reused.
     pub reuse_grace: Duration,
-    /// Mints and checks refresh tokens under `sessions.refresh_secret`.
-    pub refresh_tokens: RefreshTokens,
+    /// Mints and checks refresh tokens under `sessions.refresh_secret`;
+    /// `None` (no `refresh_secret`): the section is only the store of
+    /// revocations, so no session is opened here and of the session routes
+    /// only back-channel logout is served.
+    pub refresh_tokens: Option<RefreshTokens>,
     /// Refresh and logout attempts per client IP.
     pub per_ip: RateLimiter,
     /// Refresh attempts per presented refresh token.
@@ -106,7 +109,9 @@ impl Endpoint {
 
 impl SessionSettings {
     /// The session route `path` names, if any; other paths under the base
-    /// path (login, register, …) go through the router as usual.
+    /// path (login, register, …) go through the router as usual. Without
+    /// `refresh_secret` only back-channel logout is one: the gateway owns no
+    /// sessions then, and the other paths are routed like any path.
     ///
     /// One trailing slash names the same route (`/sessions/` is `/sessions`,
     /// `/sessions/{id}/` is `/sessions/{id}`): clients and frameworks that
@@ -115,7 +120,7 @@ impl SessionSettings {
     pub fn endpoint(&self, path: &str) -> Option<Endpoint> {
         let rest = path.strip_prefix(self.base_path.as_str())?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
-        match rest {
+        let endpoint = match rest {
             "/refresh" => Some(Endpoint::Refresh(Seed::TokenManagement)),
             "/refresh-token" => Some(Endpoint::Refresh(Seed::CareFlow)),
             "/logout" => Some(Endpoint::Logout),
@@ -126,7 +131,9 @@ impl SessionSettings {
                 let id = rest.strip_prefix("/sessions/")?;
                 (!id.is_empty() && !id.contains('/')).then(|| Endpoint::Session(id.to_owned()))
             }
-        }
+        }?;
+        let served = self.refresh_tokens.is_some() || endpoint == Endpoint::BackchannelLogout;
+        served.then_some(endpoint)
     }
 
     /// How long a revoked session id must stay in the in-memory set: until
@@ -163,7 +170,7 @@ mod tests {
             refresh_ttl: Duration::from_secs(7 * 86400),
             rotation: true,
             reuse_grace: Duration::from_secs(10),
-            refresh_tokens: RefreshTokens::new(b"x".to_vec()),
+            refresh_tokens: Some(RefreshTokens::new(b"x".to_vec())),
             per_ip: RateLimiter::new(0, Duration::from_secs(60)),
             per_token: RateLimiter::new(0, Duration::from_secs(60)),
             cookie: None,
@@ -246,6 +253,33 @@ mod tests {
             endpoint.map(|e| e.method()),
             Some(http::Method::DELETE),
             "an empty id never reaches the delete handler"
+        );
+    }
+
+    #[test]
+    fn without_a_refresh_secret_only_back_channel_logout_is_a_session_route() {
+        let s = SessionSettings {
+            refresh_tokens: None,
+            ..settings("/api/auth")
+        };
+        for path in [
+            "/api/auth/refresh",
+            "/api/auth/refresh-token",
+            "/api/auth/logout",
+            "/api/auth/logout-all",
+            "/api/auth/sessions",
+            "/api/auth/sessions/abc",
+            "/api/auth/sessions/",
+        ] {
+            assert_eq!(s.endpoint(path), None, "{path}");
+        }
+        assert_eq!(
+            s.endpoint("/api/auth/backchannel-logout"),
+            Some(Endpoint::BackchannelLogout)
+        );
+        assert_eq!(
+            s.endpoint("/api/auth/backchannel-logout/"),
+            Some(Endpoint::BackchannelLogout)
         );
     }
 

@@ -18,7 +18,13 @@ use crate::jwt::{
     VerifyPolicy,
 };
 
-pub(super) fn compile_jwt(ck: &mut Checker, jwt: &RawJwt) -> (Option<Verifier>, TokenSources) {
+/// `jwt`; `has_sessions`: the config has a `sessions` section, whose store
+/// back-channel logouts need.
+pub(super) fn compile_jwt(
+    ck: &mut Checker,
+    jwt: &RawJwt,
+    has_sessions: bool,
+) -> (Option<Verifier>, TokenSources) {
     let mut keys = Vec::new();
     let mut kids: HashMap<&str, u64> = HashMap::new();
     let mut signer: Option<&Spanned<String>> = None;
@@ -91,7 +97,7 @@ pub(super) fn compile_jwt(ck: &mut Checker, jwt: &RawJwt) -> (Option<Verifier>, 
     let sources = TokenSources {
         cookie: jwt.cookie.as_ref().map(|c| c.value.clone()),
     };
-    let issuers = compile_issuers(ck, jwt, &kids);
+    let issuers = compile_issuers(ck, jwt, &kids, has_sessions);
     let max_token_size = policy.max_token_size;
     let own = (!jwt.keys.is_empty()).then(|| (KeySet::new(keys), policy));
     let verifier = Verifier::with_issuers(
@@ -108,6 +114,7 @@ fn compile_issuers(
     ck: &mut Checker,
     jwt: &RawJwt,
     own_kids: &HashMap<&str, u64>,
+    has_sessions: bool,
 ) -> Vec<IssuerSpec> {
     let mut specs = Vec::new();
     let mut seen: HashMap<String, u64> = HashMap::new();
@@ -140,6 +147,12 @@ fn compile_issuers(
                 format!("issuer `{iss}` is also `jwt.issuer`: tokens of one issuer are checked against one set of keys; drop one of them"),
             );
             continue;
+        }
+        if let Some(ids) = raw.logout_client_ids.as_ref().filter(|_| !has_sessions) {
+            ck.at(
+                ids,
+                format!("issuer `{iss}`: `logout_client_ids` turns on back-channel logout, which keeps its revocations in the session store, but there is no `sessions` section (so `/api/auth/backchannel-logout` is not served): add a `sessions` section with just `store` (e.g. `sessions: {{ store: \"sqlite:data/portcullis.db\" }}`), or remove `logout_client_ids`"),
+            );
         }
         if let Some(spec) = compile_issuer(ck, raw, own_kids) {
             specs.push(spec);

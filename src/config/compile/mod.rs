@@ -169,7 +169,7 @@ pub(crate) fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigE
     };
 
     let (verifier, token_sources) = match &raw.jwt {
-        Some(jwt) => jwt::compile_jwt(&mut ck, jwt),
+        Some(jwt) => jwt::compile_jwt(&mut ck, jwt, raw.sessions.is_some()),
         None => (None, TokenSources { cookie: None }),
     };
     let mut headers = headers::compile_headers(&mut ck, &raw);
@@ -266,11 +266,16 @@ pub(crate) fn compile(file: &Path, raw: RawConfig) -> Result<Generation, ConfigE
                 );
             }
             if let Some(login) = &r.login {
-                if raw.sessions.is_none() {
-                    ck.at(
+                match &raw.sessions {
+                    None => ck.at(
                         login,
                         format!("route `{}` has a `login` block but there is no `sessions` section: add `sessions` (store, refresh_secret) or remove `login`", route.name),
-                    );
+                    ),
+                    Some(s) if s.value.refresh_secret.is_none() => ck.at(
+                        login,
+                        format!("route `{}` has a `login` block but `sessions` has no `refresh_secret`: logins open sessions, so add `sessions.refresh_secret` (32+ random bytes, `portcullis secret` prints one) and a `jwt.keys` entry with `sign: true`, or remove `login`", route.name),
+                    ),
+                    Some(_) => {}
                 }
                 route.login =
                     sessions::compile_login(&mut ck, &route.name, &login.value).map(Arc::new);

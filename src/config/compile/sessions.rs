@@ -8,7 +8,7 @@ use serde_saphyr::Spanned;
 
 use super::Checker;
 use crate::config::defaults;
-use crate::config::raw::{RawJwt, RawLogin, RawSessions};
+use crate::config::raw::{RawJwt, RawLogin, RawRateLimit, RawSessions};
 use crate::jwt::Verifier;
 use crate::session::ratelimit::RateLimiter;
 use crate::session::refresh_token::RefreshTokens;
@@ -173,14 +173,17 @@ pub(super) fn compile_sessions(
 ) -> Option<SessionSettings> {
     let raw = &spanned.value;
     let mut ok = true;
-    match verifier {
-        Some(v) if v.keys().signing_key().is_some_and(|k| k.encoding.is_some()) => {}
-        Some(_) => {
-            ck.at(spanned, "`sessions` mints access tokens but no key in `jwt.keys` has `sign: true` (with a private key for asymmetric algorithms): mark the signing key");
+    match (&raw.refresh_secret, verifier) {
+        // Without `refresh_secret` the section only stores revocations:
+        // nothing is minted, so no signing key is needed.
+        (None, _) => warn_store_only(ck, raw),
+        (Some(_), Some(v)) if v.keys().signing_key().is_some_and(|k| k.encoding.is_some()) => {}
+        (Some(_), Some(_)) => {
+            ck.at(spanned, "`sessions` mints access tokens but no key in `jwt.keys` has `sign: true` (with a private key for asymmetric algorithms): mark the signing key, or drop `refresh_secret` if the section is only to store revocations");
             ok = false;
         }
-        None => {
-            ck.at(spanned, "`sessions` mints access tokens but there is no `jwt` section: add `jwt.keys` with one `sign: true` key");
+        (Some(_), None) => {
+            ck.at(spanned, "`sessions` mints access tokens but there is no `jwt` section: add `jwt.keys` with one `sign: true` key, or drop `refresh_secret` if the section is only to store revocations");
             ok = false;
         }
     }
@@ -235,28 +238,16 @@ pub(super) fn compile_sessions(
         }
         None => defaults::SESSIONS_BASE_PATH.to_owned(),
     };
-    if raw.refresh_secret.value.len() < 32 {
-        ck.at(
-            &raw.refresh_secret,
-            "`refresh_secret` is shorter than 32 bytes: use 256 random bits (`portcullis secret` prints one)",
-        );
-        ok = false;
-    }
-    if let Some(keys) = jwt.map(|j| &j.keys) {
-        let shared = keys
-            .iter()
-            .filter_map(|k| k.value.secret.as_ref())
-            .any(|s| s.value == raw.refresh_secret.value);
-        if shared {
-            ck.at(&raw.refresh_secret, "`refresh_secret` equals an access-token key's secret: use a separate secret so one leak does not expose both");
-            ok = false;
-        }
+    if let Some(secret) = &raw.refresh_secret {
+        ok &= check_refresh_secret(ck, secret, jwt);
     }
     let d = |v: Option<crate::config::units::HumanDuration>, default: Duration| {
         v.map(|d| d.0).unwrap_or(default)
     };
-    let access_ttl = d(raw.access_token_ttl, defaults::ACCESS_TOKEN_TTL);
-    let refresh_ttl = d(raw.refresh_token_ttl, defaults::REFRESH_TOKEN_TTL);
+    let spanned_d = |v: Option<&Spanned<crate::config::units::HumanDuration>>,
+                     default: Duration| { d(v.map(|s| s.value), default) };
+    let access_ttl = spanned_d(raw.access_token_ttl.as_ref(), defaults::ACCESS_TOKEN_TTL);
+    let refresh_ttl = spanned_d(raw.refresh_token_ttl.as_ref(), defaults::REFRESH_TOKEN_TTL);
     if access_ttl.is_zero() || refresh_ttl.is_zero() {
         ck.at(
             spanned,
@@ -308,7 +299,9 @@ pub(super) fn compile_sessions(
     if raw.admin_token.is_some() && admin_token_hash.is_none() {
         ok = false;
     }
-    let window = d(raw.rate_limit.window, defaults::RATE_LIMIT_WINDOW);
+    let no_rate_limit = RawRateLimit::default();
+    let rate_limit = raw.rate_limit.as_ref().map_or(&no_rate_limit, |r| &r.value);
+    let window = d(rate_limit.window, defaults::RATE_LIMIT_WINDOW);
     if window.is_zero() {
         ck.at(spanned, "`rate_limit.window` must be longer than zero");
         ok = false;
@@ -324,15 +317,21 @@ pub(super) fn compile_sessions(
         base_path,
         access_ttl,
         refresh_ttl,
-        rotation: raw.rotation.unwrap_or(defaults::ROTATION),
-        reuse_grace: d(raw.reuse_grace, defaults::REUSE_GRACE),
-        refresh_tokens: RefreshTokens::new(raw.refresh_secret.value.as_bytes().to_vec()),
+        rotation: raw
+            .rotation
+            .as_ref()
+            .map_or(defaults::ROTATION, |r| r.value),
+        reuse_grace: spanned_d(raw.reuse_grace.as_ref(), defaults::REUSE_GRACE),
+        refresh_tokens: raw
+            .refresh_secret
+            .as_ref()
+            .map(|secret| RefreshTokens::new(secret.value.as_bytes().to_vec())),
         per_ip: RateLimiter::new(
-            raw.rate_limit.per_ip.unwrap_or(defaults::RATE_LIMIT_PER_IP),
+            rate_limit.per_ip.unwrap_or(defaults::RATE_LIMIT_PER_IP),
             window,
         ),
         per_token: RateLimiter::new(
-            raw.rate_limit
+            rate_limit
                 .per_token
                 .unwrap_or(defaults::RATE_LIMIT_PER_TOKEN),
             window,
@@ -367,6 +366,56 @@ pub(super) fn compile_sessions(
             .map(|l| l.0)
             .unwrap_or(defaults::JWT_LEEWAY),
     })
+}
+
+/// `sessions.refresh_secret` long enough and not shared with an access-token key.
+fn check_refresh_secret(ck: &mut Checker, secret: &Spanned<String>, jwt: Option<&RawJwt>) -> bool {
+    let mut ok = true;
+    if secret.value.len() < 32 {
+        ck.at(
+            secret,
+            "`refresh_secret` is shorter than 32 bytes: use 256 random bits (`portcullis secret` prints one)",
+        );
+        ok = false;
+    }
+    if let Some(keys) = jwt.map(|j| &j.keys) {
+        let shared = keys
+            .iter()
+            .filter_map(|k| k.value.secret.as_ref())
+            .any(|s| s.value == secret.value);
+        if shared {
+            ck.at(secret, "`refresh_secret` equals an access-token key's secret: use a separate secret so one leak does not expose both");
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// Warns at each option a `sessions` section without `refresh_secret` sets
+/// in vain: only the session routes read them, and those are not served.
+fn warn_store_only(ck: &mut Checker, raw: &RawSessions) {
+    let message = |key: &str| {
+        format!("`sessions.{key}` has no effect without `refresh_secret`: a `sessions` section without it only stores revocations (no session is opened, refreshed or logged out here); remove `{key}`, or add `refresh_secret` to serve the session routes")
+    };
+    let durations = [
+        ("access_token_ttl", &raw.access_token_ttl),
+        ("refresh_token_ttl", &raw.refresh_token_ttl),
+        ("reuse_grace", &raw.reuse_grace),
+    ];
+    for (key, value) in durations {
+        if let Some(v) = value {
+            ck.warn_at(v, message(key));
+        }
+    }
+    if let Some(v) = &raw.rotation {
+        ck.warn_at(v, message("rotation"));
+    }
+    if let Some(v) = &raw.rate_limit {
+        ck.warn_at(v, message("rate_limit"));
+    }
+    if let Some(v) = &raw.cookie {
+        ck.warn_at(v, message("cookie"));
+    }
 }
 
 #[cfg(test)]
