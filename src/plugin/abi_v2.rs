@@ -185,7 +185,7 @@ fn header_batch(
     batch_len: i32,
 ) -> wasmtime::Result<i32> {
     let len = batch_len as u32 as usize;
-    if len % BATCH_ENTRY_BYTES != 0 || len / BATCH_ENTRY_BYTES > MAX_BATCH_ENTRIES {
+    if !len.is_multiple_of(BATCH_ENTRY_BYTES) || len / BATCH_ENTRY_BYTES > MAX_BATCH_ENTRIES {
         let detail = format!(
             "{len} bytes is not a whole number of {BATCH_ENTRY_BYTES}-byte entries, at most {MAX_BATCH_ENTRIES}"
         );
