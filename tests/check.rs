@@ -469,14 +469,14 @@ fn a_login_block_with_a_store_only_sessions_section_is_refused_at_the_login_bloc
 #[test]
 fn session_route_options_in_a_store_only_sessions_section_are_warned_about_where_written() {
     let yaml = format!(
-        "{IDP_ONLY}sessions:\n  store: sqlite:data/portcullis.db\n  cookie: {{ name: rt }}\n  rotation: false\n  access_token_ttl: 5m\n  admin_token: \"admin-token-0123456789abcdef\"\n"
+        "{IDP_ONLY}sessions:\n  store: sqlite:data/portcullis.db\n  cookie: {{ name: rt }}\n  rotation: false\n  refresh_token_ttl: 5m\n  access_token_ttl: 5m\n  admin_token: \"admin-token-0123456789abcdef\"\n"
     );
     let (ok, text, _d) = check(&yaml);
     assert!(ok, "{text}");
     for (line_col, key) in [
         ("22:11", "cookie"),
         ("23:13", "rotation"),
-        ("24:21", "access_token_ttl"),
+        ("24:22", "refresh_token_ttl"),
     ] {
         assert_reports(
             &text,
@@ -484,6 +484,8 @@ fn session_route_options_in_a_store_only_sessions_section_are_warned_about_where
             &format!("`sessions.{key}` has no effect without `refresh_secret`"),
         );
     }
-    // Options the store and the admin API use are no warning.
+    // Options the store and the admin API use are no warning, nor is the
+    // access-token lifetime (it keeps revoked session ids of nodes sharing the store).
     assert!(!text.contains("sessions.admin_token"), "{text}");
+    assert!(!text.contains("sessions.access_token_ttl"), "{text}");
 }

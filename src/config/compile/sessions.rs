@@ -397,8 +397,10 @@ fn warn_store_only(ck: &mut Checker, raw: &RawSessions) {
     let message = |key: &str| {
         format!("`sessions.{key}` has no effect without `refresh_secret`: a `sessions` section without it only stores revocations (no session is opened, refreshed or logged out here); remove `{key}`, or add `refresh_secret` to serve the session routes")
     };
+    // Not `access_token_ttl`: it also keeps revoked session ids in the set
+    // as long as tokens of those sessions live, which matters to a node that
+    // shares its store with nodes that open sessions.
     let durations = [
-        ("access_token_ttl", &raw.access_token_ttl),
         ("refresh_token_ttl", &raw.refresh_token_ttl),
         ("reuse_grace", &raw.reuse_grace),
     ];
