@@ -20,12 +20,23 @@ pub mod oidc;
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 pub const HS_SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, and not handed out before by this
+/// test process (the kernel may give the same ephemeral port to two binds
+/// in a row once the first is closed, e.g. as a gateway's proxy and admin
+/// ports).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `ready` until it holds or `within` runs out.
