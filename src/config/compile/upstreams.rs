@@ -34,26 +34,13 @@ pub(super) fn compile_upstream(
         }
     }
     let protocol = u.protocol.as_ref().map(|p| p.value).unwrap_or_default();
-    // Every mistake of the section is reported before giving up on it.
-    let probe = u
-        .health_check
-        .as_ref()
-        .map(|h| health_probe(ck, name, h, protocol));
+    // `Some(None)`: the section has a mistake (reported), after which the
+    // rest of the upstream is still checked before giving up on it.
     let health_check = u
         .health_check
         .as_ref()
-        .zip(probe.clone().flatten())
-        .map(|(h, probe)| HealthCheck {
-            interval: h.interval.map(|d| d.0).unwrap_or(defaults::HEALTH_INTERVAL),
-            timeout: h.timeout.map(|d| d.0).unwrap_or(defaults::HEALTH_TIMEOUT),
-            probe,
-            unhealthy_after: h
-                .unhealthy_after
-                .unwrap_or(defaults::UNHEALTHY_AFTER)
-                .max(1),
-            healthy_after: h.healthy_after.unwrap_or(defaults::HEALTHY_AFTER).max(1),
-        });
-    if targets.len() != u.targets.value.len() || probe.is_some_and(|p| p.is_none()) {
+        .map(|h| compile_health_check(ck, name, h, protocol));
+    if targets.len() != u.targets.value.len() || matches!(health_check, Some(None)) {
         return None;
     }
     let d = |v: Option<crate::config::units::HumanDuration>, default: Duration| {
@@ -76,12 +63,31 @@ pub(super) fn compile_upstream(
         d(u.connect_timeout, defaults::CONNECT_TIMEOUT),
         d(u.read_timeout, defaults::READ_TIMEOUT),
         d(u.write_timeout, defaults::WRITE_TIMEOUT),
-        health_check,
+        health_check.flatten(),
     );
     upstream.host = host;
     upstream.protocol = protocol;
     upstream.tls = tls;
     Some(upstream)
+}
+
+/// A pool's `health_check` section; `None` after reporting a mistake.
+fn compile_health_check(
+    ck: &mut Checker,
+    name: &str,
+    h: &RawHealthCheck,
+    protocol: UpstreamProtocol,
+) -> Option<HealthCheck> {
+    Some(HealthCheck {
+        interval: h.interval.map(|d| d.0).unwrap_or(defaults::HEALTH_INTERVAL),
+        timeout: h.timeout.map(|d| d.0).unwrap_or(defaults::HEALTH_TIMEOUT),
+        probe: health_probe(ck, name, h, protocol)?,
+        unhealthy_after: h
+            .unhealthy_after
+            .unwrap_or(defaults::UNHEALTHY_AFTER)
+            .max(1),
+        healthy_after: h.healthy_after.unwrap_or(defaults::HEALTHY_AFTER).max(1),
+    })
 }
 
 /// What a pool's health check asks: a TCP connect, `GET path`, or the
