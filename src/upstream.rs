@@ -604,6 +604,54 @@ mod tests {
         assert!(!grpc_health_serving(&frame(&[0x08, 0x01, 0x08, 0x02])));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any bytes an upstream answers: never a panic, and healthy only
+        /// for one uncompressed frame whose length is the body's.
+        #[test]
+        fn any_health_answer_is_read_without_panic(
+            framed in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            if grpc_health_serving(&framed) {
+                proptest::prop_assert_eq!(framed[0], 0);
+                let len = u32::from_be_bytes([framed[1], framed[2], framed[3], framed[4]]);
+                proptest::prop_assert_eq!(len as usize, framed.len() - 5);
+            }
+        }
+
+        /// Unknown varint and length-delimited fields around the status are
+        /// skipped: the answer is healthy exactly when the last status is 1.
+        #[test]
+        fn the_status_is_found_among_unknown_fields(
+            before in proptest::collection::vec((2u64..40, proptest::prelude::any::<u32>()), 0..4),
+            blob in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            status in 0u8..5,
+        ) {
+            let varint = |mut v: u64, out: &mut Vec<u8>| {
+                while v >= 0x80 {
+                    out.push((v as u8 & 0x7f) | 0x80);
+                    v >>= 7;
+                }
+                out.push(v as u8);
+            };
+            let mut message = Vec::new();
+            for (field, value) in &before {
+                varint(field << 3, &mut message);
+                varint(u64::from(*value), &mut message);
+            }
+            varint(1 << 3, &mut message);
+            message.push(status);
+            varint((41 << 3) | 2, &mut message);
+            varint(blob.len() as u64, &mut message);
+            message.extend_from_slice(&blob);
+            let mut framed = vec![0];
+            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&message);
+            proptest::prop_assert_eq!(grpc_health_serving(&framed), status == 1);
+        }
+    }
+
     #[test]
     fn no_healthy_target_gives_none() {
         let p = pool(2);
